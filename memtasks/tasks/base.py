@@ -1,0 +1,230 @@
+"""The task contract: a frozen dataclass of parameters that samples batches.
+
+REQUIRED of a task subclass
+    * be a ``@dataclass(frozen=True)`` subclass of :class:`Task`, registered with
+      ``@register_task("name")``; its fields are its parameters, each with a default;
+    * ``d_in`` / ``d_out`` properties, ``train_range`` (inclusive ``(lo, hi)`` of the
+      ``length`` parameter), ``generalisation_lengths``;
+    * ``_generate(lengths, generator, **overrides) -> Batch`` that builds the batch for the
+      given per-sequence lengths, drawing every random number from ``generator`` on
+      ``generator.device`` with no per-sequence Python loop;
+    * ``max_steps(length) -> int``: the number of time steps of a sequence of that length;
+    * ``validate()``: raise ``ValueError`` naming the field, value and allowed range;
+    * a docstring with a worked example (inputs, targets, scored steps).
+
+OPTIONAL
+    * ``loss`` ("bce" on bits, default, or "mse"), ``version``, ``solved_metric`` and
+      ``solved_threshold`` class attributes;
+    * ``metrics(outputs, batch)`` to add task-specific metrics (``dynamic_ngrams``);
+    * ``sample_overrides``: the names of keyword overrides ``sample`` accepts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import torch
+
+from memtasks import metrics as M
+from memtasks.config import check_int, check_keys
+from memtasks.registry import Registry
+
+
+@dataclass
+class Batch:
+    """One batch of sequences, batch first.
+
+    Attributes:
+        inputs: float32 ``(B, T, d_in)``.
+        targets: float32 ``(B, T, d_out)``.
+        mask: bool ``(B, T)``, True where the step is scored. Padding is never scored.
+        lengths: int64 ``(B,)``, each sequence's ``length`` parameter (see the task).
+        extras: task-specific tensors (e.g. ``steps``: each sequence's true number of steps).
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str | None) -> "Batch":
+        if device is None:
+            return self
+        return Batch(
+            self.inputs.to(device),
+            self.targets.to(device),
+            self.mask.to(device),
+            self.lengths.to(device),
+            {k: v.to(device) for k, v in self.extras.items()},
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs.shape[0]
+
+    def content_hash(self) -> str:
+        """sha256 of the batch's tensors' bytes: identifies an evaluation set across machines."""
+        h = hashlib.sha256()
+        for t in (self.inputs, self.targets, self.mask, self.lengths, *(self.extras[k] for k in sorted(self.extras))):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base class of every task; see the module docstring for the contract."""
+
+    loss: ClassVar[str] = "bce"
+    version: ClassVar[str] = "1"
+    solved_metric: ClassVar[str] = "bit_errors"
+    solved_threshold: ClassVar[float] = 0.01
+    sample_overrides: ClassVar[tuple[str, ...]] = ()
+    registry_name: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        self.validate()
+        lo, hi = self.train_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"{self.name}: training range must satisfy 1 <= lo <= hi, got ({lo}, {hi})")
+
+    # --- declarations --------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).registry_name
+
+    @property
+    def d_in(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def d_out(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def train_range(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def generalisation_lengths(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def max_steps(self, length: int) -> int:
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        """Check every field; raise ``ValueError`` naming the field, value and allowed range."""
+
+    def _generate(self, lengths: torch.Tensor, generator: torch.Generator, **overrides: Any) -> Batch:
+        raise NotImplementedError
+
+    # --- sampling ------------------------------------------------------------------
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        length: int | None = None,
+        device: torch.device | str | None = None,
+        **overrides: Any,
+    ) -> Batch:
+        """Draw a batch. Pure: all randomness comes from ``generator``.
+
+        Args:
+            batch_size: number of sequences B >= 1.
+            generator: the only source of randomness; tensors are drawn on its device.
+            length: None draws each sequence's length uniformly from ``train_range``;
+                an int fixes it for the whole batch.
+            device: where the batch ends up (default: the generator's device).
+            overrides: other generalisation axes named in ``sample_overrides``.
+        """
+        check_int(self.name, "batch_size", batch_size, 1)
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"{self.name}.sample needs a torch.Generator, got {type(generator).__name__}")
+        for key in overrides:
+            if key not in self.sample_overrides:
+                allowed = ", ".join(self.sample_overrides) or "none"
+                raise TypeError(f"{self.name}.sample got unknown override {key!r}; allowed: {allowed}")
+        gdev = generator.device
+        if length is None:
+            lo, hi = self.train_range
+            lengths = torch.randint(lo, hi + 1, (batch_size,), generator=generator, device=gdev)
+        else:
+            check_int(self.name, "length", length, 1)
+            lengths = torch.full((batch_size,), length, dtype=torch.long, device=gdev)
+        batch = self._generate(lengths, generator, **overrides)
+        return batch.to(device)
+
+    def eval_batch(
+        self, length: int | None, size: int = 256, seed: int = 0, device: torch.device | str | None = None
+    ) -> Batch:
+        """The fixed evaluation set at ``length`` (None: the training range).
+
+        Derived from a stable hash of the task's parameters, version, length, size and seed,
+        so every model and machine sees the same sequences.
+        """
+        return _eval_batch_cached(self, length, size, seed).to(device)
+
+    def eval_hash(self, length: int | None, size: int = 256, seed: int = 0) -> str:
+        return _eval_batch_cached(self, length, size, seed).content_hash()
+
+    def stable_seed(self, *parts: Any) -> int:
+        """A 63-bit seed from a sha256 of this task's identity and ``parts`` (never Python's hash())."""
+        payload = json.dumps([self.name, self.version, self.params(), *parts], sort_keys=True, default=str)
+        return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "little") >> 1
+
+    # --- metrics -------------------------------------------------------------------
+    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+        """Scores of ``outputs`` (logits for bce, values for mse) against ``batch`` on scored steps."""
+        if self.loss == "bce":
+            return M.bce_metrics(outputs, batch.targets, batch.mask)
+        return M.mse_metrics(outputs, batch.targets, batch.mask)
+
+    def loss_fn(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The training loss: mean over scored steps (bce per bit, or mse)."""
+        if self.loss == "bce":
+            return M.masked_bce(outputs, batch.targets, batch.mask)
+        return M.masked_mse(outputs, batch.targets, batch.mask)
+
+    def is_solved(self, metrics: dict[str, float]) -> bool:
+        return metrics[self.solved_metric] <= self.solved_threshold
+
+    # --- description ---------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        lo, hi = self.train_range
+        gen = ",".join(map(str, self.generalisation_lengths))
+        return (
+            f"{self.name:<20} d_in={self.d_in:<3} d_out={self.d_out:<3} loss={self.loss:<4} "
+            f"length {lo}-{hi} (generalise {gen})  [{params}]"
+        )
+
+
+@lru_cache(maxsize=64)
+def _eval_batch_cached(task: Task, length: int | None, size: int, seed: int) -> Batch:
+    g = torch.Generator().manual_seed(task.stable_seed("eval", length, size, seed))
+    return task.sample(size, g, length=length)
+
+
+TASKS: Registry[Task] = Registry("task", Task, "memtasks.tasks")
+register_task = TASKS.register
+
+
+def get_task(name: str, **overrides: Any) -> Task:
+    """Build the registered task ``name`` with parameter ``overrides``.
+
+    Unknown names suggest the nearest; unknown override keys raise ``TypeError`` naming them.
+    """
+    cls = TASKS.get(name)
+    check_keys(cls, overrides, f"{name} task parameter")
+    return cls(**overrides)
+
+
+def list_tasks() -> list[str]:
+    return TASKS.names()

@@ -1,0 +1,13 @@
+"""The model zoo. Importing this package registers every built-in model family."""
+from models.base import MODELS, MemoryModel, build_model, list_models, model_config, register_model
+
+from models import (  # noqa: F401  (imported to register)
+    dnc,
+    esn,
+    gru_variants,
+    indrnn,
+    ntm,
+    recurrent,
+)
+
+__all__ = ["MODELS", "MemoryModel", "build_model", "list_models", "model_config", "register_model"]

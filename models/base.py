@@ -1,0 +1,191 @@
+"""The model contract, the model registry and parameter-budget sizing.
+
+Every model maps inputs ``x`` of shape ``(B, T, d_in)`` to outputs ``y`` of shape
+``(B, T, d_out)`` (logits for ``bce`` tasks, raw values for ``mse`` tasks) while threading
+an explicit recurrent state.
+
+REQUIRED
+    * subclass :class:`MemoryModel` and register with ``@register_model("name", config=Cfg)``
+      where ``Cfg`` is a frozen dataclass of hyper-parameters, each with a default;
+    * ``__init__(self, d_in, d_out, config)``; call ``super().__init__(d_in, d_out, config)``;
+    * ``initial_state(batch_size, device) -> state``: a tensor or a NamedTuple of tensors,
+      batch first. Everything that changes over time (hidden units, an NTM's or DNC's
+      memory matrix, read weightings, usage, links) lives here, never on ``self``;
+    * ``forward(x, state=None) -> (y, state)``: ``state=None`` means ``initial_state``.
+      Always returns the pair; running ``x[:, :k]`` then ``x[:, k:]`` with the returned
+      state equals running ``x`` at once. ``forward`` never modifies attributes, parameters
+      or buffers.
+
+OPTIONAL
+    * ``size_knob``: the config field a parameter budget resizes (default ``hidden_size``;
+      None: the family cannot be resized);
+    * ``task_hints``: config fields the trainer fills from the task when the user left them
+      at their default (``"t_max"``: the number of steps of the longest training sequence);
+    * ``after_optimizer_step()``: called by the trainer after each optimiser step (IndRNN
+      clips its recurrent weights there);
+    * ``closed_form = True`` with ``fit(train, val, loss) -> dict``: the model is trained in
+      closed form (the echo state network's ridge readout) instead of by gradient steps;
+    * ``count_params(d_in, d_out, config)``: a cheap trainable-parameter count, used by the
+      budget search (the default builds the model on the meta device).
+
+Every model reports ``param_counts() -> (trainable, total)`` and ``state_size()``, the number
+of floats of recurrent state per sequence.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from memtasks.config import ConfigError, check_int, from_dict
+from memtasks.registry import Registry, RegistryError
+
+State = Any  # a tensor or a NamedTuple of tensors, batch first
+
+
+class MemoryModel(nn.Module):
+    """Base class of every model; see the module docstring for the contract."""
+
+    config_cls: ClassVar[type]
+    registry_name: ClassVar[str]
+    size_knob: ClassVar[str | None] = "hidden_size"
+    task_hints: ClassVar[tuple[str, ...]] = ()
+    closed_form: ClassVar[bool] = False
+
+    def __init__(self, d_in: int, d_out: int, config: Any) -> None:
+        super().__init__()
+        check_int(type(self).__name__, "d_in", d_in, 1)
+        check_int(type(self).__name__, "d_out", d_out, 1)
+        self.d_in = d_in
+        self.d_out = d_out
+        self.config = config
+        self.budget_info: dict[str, Any] | None = None
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:  # (B,T,d_in)
+        raise NotImplementedError
+
+    def after_optimizer_step(self) -> None:
+        """OPTIONAL hook run after each optimiser step."""
+
+    def param_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts; buffers such as a frozen reservoir count as total."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters()) + sum(b.numel() for b in self.buffers())
+        return trainable, total
+
+    def state_size(self) -> int:
+        """Floats of recurrent state per sequence."""
+        state = self.initial_state(1, torch.device("cpu"))
+        return sum(t.numel() for t in _tensors(state))
+
+    @classmethod
+    def count_params(cls, d_in: int, d_out: int, config: Any) -> int:
+        with torch.device("meta"):
+            model = cls(d_in, d_out, config)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(
+                f"model {self.registry_name!r} expects inputs (B, T, {self.d_in}), got {tuple(x.shape)}"
+            )
+
+
+def _tensors(state: State) -> Iterable[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, (tuple, list)):
+        for s in state:
+            yield from _tensors(s)
+    elif state is not None:
+        raise TypeError(f"state must be a tensor or a (Named)tuple of tensors, got {type(state).__name__}")
+
+
+def _check_model_class(cls: type) -> None:
+    for method in ("forward", "initial_state"):
+        if getattr(cls, method) is getattr(MemoryModel, method):
+            raise RegistryError(f"model class {cls.__qualname__} must implement {method}() (see models.base)")
+    cfg = getattr(cls, "config_cls", None)
+    if cfg is None or not dataclasses.is_dataclass(cfg) or not cfg.__dataclass_params__.frozen:
+        raise RegistryError(f"model class {cls.__qualname__} needs a frozen dataclass config, got {cfg!r}")
+    knob = cls.size_knob
+    if knob is not None and knob not in {f.name for f in dataclasses.fields(cfg)}:
+        raise RegistryError(f"model class {cls.__qualname__}: size_knob {knob!r} is not a field of {cfg.__name__}")
+    if cls.closed_form and not callable(getattr(cls, "fit", None)):
+        raise RegistryError(f"model class {cls.__qualname__} is closed_form but has no fit()")
+
+
+MODELS: Registry[MemoryModel] = Registry("model", MemoryModel, "memtasks.models", check=_check_model_class)
+
+
+def register_model(name: str, config: type) -> Any:
+    """Class decorator: register a :class:`MemoryModel` subclass under ``name`` with its config class."""
+
+    def decorator(cls: type) -> type:
+        cls.config_cls = config  # type: ignore[attr-defined]
+        return MODELS.register(name)(cls)
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def model_config(name: str, **hparams: Any) -> Any:
+    """The config of model ``name`` with ``hparams``; unknown keys raise ``TypeError`` naming them."""
+    cls = MODELS.get(name)
+    return from_dict(cls.config_cls, hparams, f"{name} hyper-parameter")
+
+
+def build_model(name: str, d_in: int, d_out: int, param_budget: int | None = None, **hparams: Any) -> MemoryModel:
+    """Build model ``name`` for ``d_in`` inputs and ``d_out`` outputs.
+
+    With ``param_budget``, the family's ``size_knob`` is chosen so the trainable parameter
+    count lands as close to the budget as the family allows (within 5% where possible); the
+    choice is recorded in ``model.budget_info``.
+    """
+    cls = MODELS.get(name)
+    config = model_config(name, **hparams)
+    info = None
+    if param_budget is not None:
+        check_int(name, "param_budget", param_budget, 1)
+        knob = cls.size_knob
+        if knob is None:
+            raise ConfigError(f"model {name!r} has no size knob, so it cannot be sized to a parameter budget")
+        if knob in hparams:
+            raise ConfigError(f"give either param_budget or {knob} for model {name!r}, not both")
+        value, count = _fit_budget(cls, d_in, d_out, config, knob, param_budget)
+        config = dataclasses.replace(config, **{knob: value})
+        info = {
+            "param_budget": param_budget,
+            "knob": knob,
+            "value": value,
+            "trainable_params": count,
+            "relative_error": (count - param_budget) / param_budget,
+        }
+    model = cls(d_in, d_out, config)
+    model.budget_info = info
+    return model
+
+
+def _fit_budget(cls: Any, d_in: int, d_out: int, config: Any, knob: str, budget: int) -> tuple[int, int]:
+    def count(v: int) -> int:
+        return cls.count_params(d_in, d_out, dataclasses.replace(config, **{knob: v}))
+
+    lo, hi = 1, 1
+    while count(hi) < budget and hi < 1 << 20:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # smallest value whose count reaches the budget lies in (lo, hi]
+        mid = (lo + hi) // 2
+        if count(mid) >= budget:
+            hi = mid
+        else:
+            lo = mid
+    best = min((lo, hi), key=lambda v: (abs(count(v) - budget), v))
+    return best, count(best)

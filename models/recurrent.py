@@ -1,0 +1,131 @@
+"""The fused PyTorch recurrent families: ``rnn`` (Elman), ``lstm`` and ``gru``.
+
+Each stacks ``num_layers`` cuDNN/oneDNN-fused layers and a linear readout
+``y_t = W_y h_t + b_y`` applied at every step.
+
+Elman RNN (Elman 1990):      h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  φ = tanh (or relu)
+
+LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000):
+    i_t = σ(W_ii x_t + W_hi h_{t-1} + b_i)      f_t = σ(W_if x_t + W_hf h_{t-1} + b_f)
+    g_t = tanh(W_ig x_t + W_hg h_{t-1} + b_g)   o_t = σ(W_io x_t + W_ho h_{t-1} + b_o)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t             h_t = o_t ⊙ tanh(c_t)
+
+GRU (Cho et al. 2014) as PyTorch implements it, the *reset-after* form with two bias
+vectors per gate (one on the input path, one on the recurrent path):
+    z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+    r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+    n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+    h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+The reset gate multiplies the already-projected W_hn h_{t-1} + b_hn, not h_{t-1} itself as in
+Cho et al.; the gate variants in ``gru_variants.py`` use the paper's reset-before form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from memtasks.config import check_choice, check_int
+from models.base import MemoryModel, register_model
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    hidden_size: int = 100  # units per layer
+    num_layers: int = 1
+    nonlinearity: str = "tanh"  # "tanh" or "relu"
+
+    def __post_init__(self) -> None:
+        check_int("rnn", "hidden_size", self.hidden_size, 1)
+        check_int("rnn", "num_layers", self.num_layers, 1, 16)
+        check_choice("rnn", "nonlinearity", self.nonlinearity, ("tanh", "relu"))
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    hidden_size: int = 100  # units per layer; the NTM paper's LSTM baselines use 3x256
+    num_layers: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("lstm", "hidden_size", self.hidden_size, 1)
+        check_int("lstm", "num_layers", self.num_layers, 1, 16)
+
+
+@dataclass(frozen=True)
+class GRUConfig:
+    hidden_size: int = 100
+    num_layers: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("gru", "hidden_size", self.hidden_size, 1)
+        check_int("gru", "num_layers", self.num_layers, 1, 16)
+
+
+class LSTMState(NamedTuple):
+    h: torch.Tensor  # (B, num_layers, hidden_size)
+    c: torch.Tensor  # (B, num_layers, hidden_size)
+
+
+class _Fused(MemoryModel):
+    """Shared plumbing: a fused ``nn.RNNBase`` core plus a linear readout. State is batch first."""
+
+    core: nn.RNNBase
+
+    def __init__(self, d_in: int, d_out: int, config: RNNConfig | LSTMConfig | GRUConfig) -> None:
+        super().__init__(d_in, d_out, config)
+        self.core = self._make_core(d_in, config)
+        self.readout = nn.Linear(config.hidden_size, d_out)
+
+    def _make_core(self, d_in: int, config: object) -> nn.RNNBase:
+        raise NotImplementedError
+
+    def _zeros(self, batch_size: int, device: torch.device | str | None) -> torch.Tensor:
+        cfg = self.config
+        return torch.zeros(batch_size, cfg.num_layers, cfg.hidden_size, device=device)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        return self._zeros(batch_size, device)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(x)
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
+        h, h_n = self.core(x, state.transpose(0, 1).contiguous())  # core state is layer first
+        return self.readout(h), h_n.transpose(0, 1)
+
+
+@register_model("rnn", config=RNNConfig)
+class ElmanRNN(_Fused):
+    """Elman RNN (fused ``nn.RNN``), tanh by default, relu as an option."""
+
+    def _make_core(self, d_in: int, config: RNNConfig) -> nn.RNNBase:
+        return nn.RNN(d_in, config.hidden_size, config.num_layers, nonlinearity=config.nonlinearity, batch_first=True)
+
+
+@register_model("gru", config=GRUConfig)
+class GRU(_Fused):
+    """GRU (fused ``nn.GRU``): PyTorch's reset-after form with two bias vectors per gate."""
+
+    def _make_core(self, d_in: int, config: GRUConfig) -> nn.RNNBase:
+        return nn.GRU(d_in, config.hidden_size, config.num_layers, batch_first=True)
+
+
+@register_model("lstm", config=LSTMConfig)
+class LSTM(_Fused):
+    """LSTM with forget gate (fused ``nn.LSTM``); state ``LSTMState(h, c)``."""
+
+    def _make_core(self, d_in: int, config: LSTMConfig) -> nn.RNNBase:
+        return nn.LSTM(d_in, config.hidden_size, config.num_layers, batch_first=True)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> LSTMState:
+        return LSTMState(self._zeros(batch_size, device), self._zeros(batch_size, device))
+
+    def forward(self, x: torch.Tensor, state: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
+        self.check_input(x)
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
+        hc = (state.h.transpose(0, 1).contiguous(), state.c.transpose(0, 1).contiguous())
+        out, (h_n, c_n) = self.core(x, hc)
+        return self.readout(out), LSTMState(h_n.transpose(0, 1), c_n.transpose(0, 1))

@@ -16,7 +16,9 @@ OPTIONAL
     * ``loss`` ("bce" on bits, default, or "mse"), ``version``, ``solved_metric`` and
       ``solved_threshold`` class attributes;
     * ``metrics(outputs, batch)`` to add task-specific metrics (``dynamic_ngrams``);
-    * ``sample_overrides``: the names of keyword overrides ``sample`` accepts.
+    * ``sample_overrides``: the names of keyword overrides ``sample`` accepts, and
+      ``generalisation_overrides``: ``(key, value)`` pairs evaluated at the training lengths
+      as extra generalisation points (repeat_copy: ``(("repeats", 20),)``).
 """
 from __future__ import annotations
 
@@ -84,6 +86,7 @@ class Task:
     solved_metric: ClassVar[str] = "bit_errors"
     solved_threshold: ClassVar[float] = 0.01
     sample_overrides: ClassVar[tuple[str, ...]] = ()
+    generalisation_overrides: ClassVar[tuple[tuple[str, Any], ...]] = ()
     registry_name: ClassVar[str]
 
     def __post_init__(self) -> None:
@@ -159,17 +162,35 @@ class Task:
         return batch.to(device)
 
     def eval_batch(
-        self, length: int | None, size: int = 256, seed: int = 0, device: torch.device | str | None = None
+        self,
+        length: int | None,
+        size: int = 256,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        **overrides: Any,
     ) -> Batch:
-        """The fixed evaluation set at ``length`` (None: the training range).
+        """The fixed evaluation set at ``length`` (None: the training range) and ``overrides``.
 
-        Derived from a stable hash of the task's parameters, version, length, size and seed,
-        so every model and machine sees the same sequences.
+        Derived from a stable hash of the task's parameters, version, length, size, seed and
+        overrides, so every model and machine sees the same sequences.
         """
-        return _eval_batch_cached(self, length, size, seed).to(device)
+        return _eval_batch_cached(self, length, size, seed, tuple(sorted(overrides.items()))).to(device)
 
-    def eval_hash(self, length: int | None, size: int = 256, seed: int = 0) -> str:
-        return _eval_batch_cached(self, length, size, seed).content_hash()
+    def eval_hash(self, length: int | None, size: int = 256, seed: int = 0, **overrides: Any) -> str:
+        return _eval_batch_cached(self, length, size, seed, tuple(sorted(overrides.items()))).content_hash()
+
+    def eval_points(self) -> dict[str, tuple[int | None, dict[str, Any]]]:
+        """Every evaluation point as ``label -> (length, overrides)``.
+
+        ``"train"`` is the training range; generalisation lengths are labelled by the number;
+        override points as ``"key=value"``.
+        """
+        points: dict[str, tuple[int | None, dict[str, Any]]] = {"train": (None, {})}
+        for n in self.generalisation_lengths:
+            points[str(n)] = (n, {})
+        for key, value in self.generalisation_overrides:
+            points[f"{key}={value}"] = (None, {key: value})
+        return points
 
     def stable_seed(self, *parts: Any) -> int:
         """A 63-bit seed from a sha256 of this task's identity and ``parts`` (never Python's hash())."""
@@ -190,7 +211,7 @@ class Task:
         return M.masked_mse(outputs, batch.targets, batch.mask)
 
     def is_solved(self, metrics: dict[str, float]) -> bool:
-        return metrics[self.solved_metric] <= self.solved_threshold
+        return metrics[self.solved_metric] < self.solved_threshold
 
     # --- description ---------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -207,9 +228,14 @@ class Task:
 
 
 @lru_cache(maxsize=64)
-def _eval_batch_cached(task: Task, length: int | None, size: int, seed: int) -> Batch:
-    g = torch.Generator().manual_seed(task.stable_seed("eval", length, size, seed))
-    return task.sample(size, g, length=length)
+def _eval_batch_cached(
+    task: Task, length: int | None, size: int, seed: int, overrides: tuple[tuple[str, Any], ...]
+) -> Batch:
+    parts: tuple[Any, ...] = ("eval", length, size, seed)
+    if overrides:
+        parts += (list(overrides),)
+    g = torch.Generator().manual_seed(task.stable_seed(*parts))
+    return task.sample(size, g, length=length, **dict(overrides))
 
 
 TASKS: Registry[Task] = Registry("task", Task, "memtasks.tasks")

@@ -1,0 +1,122 @@
+"""Benchmarks (not tests): task generation speed and model training throughput.
+
+Both print a table with the machine, versions and thread count in the header and can write
+the same as JSON. Timings are medians of repeated runs after warm-up, on one thread unless
+asked otherwise.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+import memtasks
+from memtasks.tasks import get_task, list_tasks
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "memtasks": memtasks.__version__,
+        "threads": threads,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_tasks(batch_size: int = 256, repeats: int = 7, tasks: list[str] | None = None) -> list[dict[str, Any]]:
+    """Sequences generated per second per task at its training lengths."""
+    rows = []
+    for name in tasks or list_tasks():
+        task = get_task(name)
+        g = torch.Generator().manual_seed(0)
+        # enough batches per timing that the clock resolution does not matter
+        n = 20 if name != "dynamic_ngrams" else 4
+
+        def run() -> None:
+            for _ in range(n):
+                task.sample(batch_size, g)
+
+        t = _median_time(run, repeats, warmup=1)
+        rows.append({"task": name, "batch_size": batch_size, "sequences_per_s": round(n * batch_size / t)})
+    return rows
+
+
+def bench_models(
+    models: list[str] | None = None,
+    batch_size: int = 32,
+    repeats: int = 5,
+    steps: int = 10,
+    device: str = "cpu",
+    hparams: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Training throughput (forward + backward + optimiser step) on copy, lengths 1–20.
+
+    Two figures per model: lengths drawn per batch from 1–20 (as training does), and the
+    fixed longest length 20 (T = 41). ``ratio_to_lstm`` divides by ``lstm`` in the same run.
+    """
+    from memtasks.train.config import RunConfig
+    from memtasks.train.trainer import make_optimizer
+    from models import build_model, list_models
+
+    task = get_task("copy")
+    names = models or [m for m in list_models() if m != "esn"]
+    if "lstm" not in names:
+        names = ["lstm", *names]
+    dev = torch.device(device)
+    rows = []
+    for name in names:
+        model = build_model(name, task.d_in, task.d_out, **(hparams or {}).get(name, {})).to(dev)
+        opt = make_optimizer(RunConfig(task="copy", model=name), model)
+        g = torch.Generator().manual_seed(0)
+        lengths = torch.randint(1, 21, (steps,), generator=g).tolist()
+        fixed = [task.sample(batch_size, g, length=20, device=dev) for _ in range(2)]
+        varied = [task.sample(batch_size, g, length=n, device=dev) for n in lengths]
+
+        def run(batches: list) -> Callable[[], None]:
+            def go() -> None:
+                for i in range(steps):
+                    b = batches[i % len(batches)]
+                    out, _ = model(b.inputs)
+                    loss = task.loss_fn(out, b)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    model.after_optimizer_step()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+
+            return go
+
+        t_var = _median_time(run(varied), repeats, warmup=1)
+        t_fix = _median_time(run(fixed), repeats, warmup=1)
+        trainable, _ = model.param_counts()
+        rows.append(
+            {
+                "model": name,
+                "params": trainable,
+                "seq_per_s_len_1_20": round(steps * batch_size / t_var, 1),
+                "seq_per_s_len_20": round(steps * batch_size / t_fix, 1),
+            }
+        )
+    ref = next(r for r in rows if r["model"] == "lstm")
+    for r in rows:
+        r["ratio_to_lstm"] = round(r["seq_per_s_len_1_20"] / ref["seq_per_s_len_1_20"], 3)
+    return rows

@@ -1,0 +1,179 @@
+"""``RunConfig``: everything that defines one training run, and the per-family defaults.
+
+A run is one task × one model × one seed. The config serialises to and from JSON exactly
+(``RunConfig.from_json(cfg.to_json()) == cfg``) and rejects unknown keys by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from memtasks.config import check_choice, check_float, check_int, check_keys, parse_typed, unknown_key_message
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+CURRICULA = ("none", "uniform", "grow")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Optimiser defaults per model family, from the paper that trains it on these tasks.
+# Families without such a paper use Adam 1e-3, the common default for small recurrent nets.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Graves et al. 2014 (NTM), Table 1-3: RMSProp, momentum 0.9, lr 1e-4, gradients clipped to [-10, 10].
+    "ntm": {"optimizer": "rmsprop", "lr": 1e-4, "momentum": 0.9, "clip_value": 10.0},
+    # Graves et al. 2016 (DNC), Methods: RMSProp, lr 1e-4, momentum 0.9; clipping as the NTM.
+    "dnc": {"optimizer": "rmsprop", "lr": 1e-4, "momentum": 0.9, "clip_value": 10.0},
+    # Li et al. 2018 (IndRNN), adding problem: Adam, lr 2e-4.
+    "indrnn": {"optimizer": "adam", "lr": 2e-4, "momentum": 0.0, "clip_value": None},
+    # Dey & Salem 2017 trained the GRU variants with RMSProp; lr 1e-3.
+    "gru1": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.0, "clip_value": None},
+    "gru2": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.0, "clip_value": None},
+    "gru3": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.0, "clip_value": None},
+}
+GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "clip_value": None}
+
+
+def family_defaults(model: str) -> dict[str, Any]:
+    """The optimiser settings a run of ``model`` uses where the user set none."""
+    return dict(FAMILY_DEFAULTS.get(model, GENERIC_DEFAULTS))
+
+
+def _freeze(value: Any) -> Any:
+    """Lists (as JSON gives them back) become tuples so configs compare and hash alike."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run. Optimiser fields left as None take the family default (see ``FAMILY_DEFAULTS``)."""
+
+    task: str
+    model: str
+    seed: int = 0
+    task_params: Mapping[str, Any] = field(default_factory=dict)  # overrides of the task's fields
+    model_params: Mapping[str, Any] = field(default_factory=dict)  # the model config's fields
+    param_budget: int | None = None  # size the model to this many trainable parameters
+    group: str = "default"  # runs/<group>/...; the W&B group
+    sequences: int = 200_000  # training budget, in sequences (the papers' x-axis)
+    batch_size: int = 32
+    optimizer: str | None = None  # adam | rmsprop | sgd
+    lr: float | None = None
+    momentum: float | None = None  # RMSProp/SGD momentum
+    clip_value: float | None = None  # element-wise gradient clipping to [-v, v]
+    clip_norm: float | None = None  # global gradient-norm clipping
+    curriculum: str = "uniform"  # none | uniform | grow (see memtasks.train.curriculum)
+    eval_every: int = 5_000  # sequences between evaluations
+    eval_size: int = 128  # sequences per evaluation set (one set per length)
+    early_stop: bool = True  # stop once solved for `patience` consecutive evaluations
+    patience: int = 3
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int = 1  # torch threads on CPU
+    bf16: bool = False  # bf16 autocast (GPU only)
+    compile: bool = False  # torch.compile the model
+    checkpoint_every_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task_params", {k: _freeze(v) for k, v in dict(self.task_params).items()})
+        object.__setattr__(self, "model_params", {k: _freeze(v) for k, v in dict(self.model_params).items()})
+        for name in ("task", "model", "group"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"RunConfig.{name} must be a non-empty string, got {getattr(self, name)!r}")
+        check_int("RunConfig", "seed", self.seed, 0)
+        if self.param_budget is not None:
+            check_int("RunConfig", "param_budget", self.param_budget, 1)
+        check_int("RunConfig", "sequences", self.sequences, 0)
+        check_int("RunConfig", "batch_size", self.batch_size, 1)
+        if self.optimizer is not None:
+            check_choice("RunConfig", "optimizer", self.optimizer, OPTIMIZERS)
+        if self.lr is not None:
+            check_float("RunConfig", "lr", self.lr, 0.0, open_lo=True)
+        if self.momentum is not None:
+            check_float("RunConfig", "momentum", self.momentum, 0.0, 0.999999)
+        for name in ("clip_value", "clip_norm"):
+            if getattr(self, name) is not None:
+                check_float("RunConfig", name, getattr(self, name), 0.0, open_lo=True)
+        check_choice("RunConfig", "curriculum", self.curriculum, CURRICULA)
+        check_int("RunConfig", "eval_every", self.eval_every, 1)
+        check_int("RunConfig", "eval_size", self.eval_size, 1)
+        check_int("RunConfig", "patience", self.patience, 1)
+        check_choice("RunConfig", "device", self.device, DEVICES)
+        check_int("RunConfig", "threads", self.threads, 1, 1024)
+        check_float("RunConfig", "checkpoint_every_s", self.checkpoint_every_s, 0.0, open_lo=True)
+        for name in ("early_stop", "bf16", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"RunConfig.{name} must be true or false, got {getattr(self, name)!r}")
+
+    # --- resolved settings ------------------------------------------------------------
+    def optim(self) -> dict[str, Any]:
+        """Optimiser settings with family defaults filled in."""
+        out = family_defaults(self.model)
+        for key in ("optimizer", "lr", "momentum", "clip_value"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out["clip_norm"] = self.clip_norm
+        return out
+
+    # --- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        check_keys(cls, data, "RunConfig")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.from_dict(json.loads(text))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what is trained (not where or how fast): resume checks these."""
+        d = self.to_dict()
+        for key in ("device", "threads", "checkpoint_every_s"):
+            d.pop(key)
+        return d
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def with_sets(self, assignments: list[str]) -> "RunConfig":
+        """Apply ``--set key=value`` strings: RunConfig fields, ``task.<param>`` or ``model.<param>``."""
+        from memtasks.tasks import TASKS
+        from models import MODELS
+
+        updates: dict[str, Any] = {}
+        task_params = dict(self.task_params)
+        model_params = dict(self.model_params)
+        own = [f.name for f in dataclasses.fields(self) if f.name not in ("task_params", "model_params")]
+        for item in assignments:
+            if "=" not in item:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            key, raw = item.split("=", 1)
+            key = key.strip()
+            if key.startswith("task."):
+                cls = TASKS.get(self.task)
+                sub = key[5:]
+                task_params[sub] = _parse_field(cls, sub, raw, f"{self.task} task parameter")
+            elif key.startswith("model."):
+                cls = MODELS.get(self.model).config_cls
+                sub = key[6:]
+                model_params[sub] = _parse_field(cls, sub, raw, f"{self.model} hyper-parameter")
+            elif key in own:
+                updates[key] = _parse_field(RunConfig, key, raw, "RunConfig")
+            else:
+                raise TypeError(unknown_key_message(key, own + ["task.<param>", "model.<param>"], "--set"))
+        return dataclasses.replace(self, task_params=task_params, model_params=model_params, **updates)
+
+
+def _parse_field(cls: type, key: str, raw: str, what: str) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key not in names:
+        raise TypeError(unknown_key_message(key, names, what))
+    return parse_typed(typing.get_type_hints(cls)[key], raw, f"{what} {key}")

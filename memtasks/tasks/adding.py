@@ -1,1 +1,84 @@
-"""Placeholder: being written."""
+"""The adding problem (Hochreiter & Schmidhuber 1997; Li et al. 2018, IndRNN)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from memtasks.tasks.base import Batch, Task, register_task
+from memtasks.tasks.delayed_xor import (
+    draw_marker_layout,
+    longest_steps,
+    marked_values,
+    marker_batch,
+    validate_marker_lengths,
+)
+
+
+@register_task("adding")
+@dataclass(frozen=True)
+class Adding(Task):
+    """Output the sum of two marked real numbers of a long random stream, at its last step.
+
+    The layout is that of ``delayed_xor`` with real values: each sequence of base length T0 has
+    T steps, T uniform in [T0, floor(1.1 T0)]; d_in = 3, d_out = 1:
+      * channel 0: a value uniform in [0, 1) at every step;
+      * channel 1: 1 at two steps, i uniform in [0, 10) and j uniform in [10, floor(T/2));
+      * channel 2: 1 at the last step T-1, which asks for the answer;
+      * target at step T-1: x_i + x_j. Only that step is scored, by squared error (``mse``).
+    A batch is right-padded with zeros; ``extras["steps"]`` holds each T, ``lengths`` each T0.
+
+    Solved means mse < 0.01. The baseline that ignores the input and always answers the mean
+    sum 1 scores Var(x_i + x_j) = 2/12 ≈ 0.167, and one that keeps only one of the two values
+    scores Var(x) = 1/12 ≈ 0.083; below 0.01 a model must have found and kept both.
+
+    Worked example with the marker ranges shrunk to i in [0, 2), j in [2, floor(T/2)) and T = 6
+    (the real task has i in [0, 10), j in [10, floor(T/2)) and T0 >= 22); here i = 0, j = 2::
+
+        step      0    1    2    3    4    5
+        in ch0    0.3  0.9  0.5  0.1  0.7  0.2
+        in ch1    1    0    1    0    0    0      <- markers at i=0, j=2
+        in ch2    0    0    0    0    0    1      <- answer now
+        tgt ch0   0    0    0    0    0    0.8    <- 0.3 + 0.5
+        scored    .    .    .    .    .    *
+
+    Attributes:
+        base_length: T0, the training length (the ``length`` parameter); T0 >= 22.
+        generalise: the base lengths evaluated for length generalisation.
+    """
+
+    loss = "mse"
+    solved_metric = "mse"
+    solved_threshold = 0.01
+
+    base_length: int = 100
+    generalise: tuple[int, ...] = (200, 500, 1000, 5000)
+
+    def validate(self) -> None:
+        validate_marker_lengths(self.name, self.base_length, self.generalise)
+
+    @property
+    def d_in(self) -> int:
+        return 3
+
+    @property
+    def d_out(self) -> int:
+        return 1
+
+    @property
+    def train_range(self) -> tuple[int, int]:
+        return (self.base_length, self.base_length)
+
+    @property
+    def generalisation_lengths(self) -> tuple[int, ...]:
+        return tuple(self.generalise)
+
+    def max_steps(self, length: int) -> int:
+        return longest_steps(length)
+
+    def _generate(self, lengths: torch.Tensor, generator: torch.Generator) -> Batch:
+        layout = draw_marker_layout(lengths, generator, self.name)
+        T = int(layout.steps.max())
+        values = torch.rand(lengths.shape[0], T, generator=generator, device=generator.device)
+        a, b = marked_values(values, layout)
+        return marker_batch(values, a + b, layout, lengths)

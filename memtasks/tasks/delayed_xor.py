@@ -1,1 +1,169 @@
-"""Placeholder: being written."""
+"""The long-delay XOR problem (Hochreiter & Schmidhuber 1997; Martens & Sutskever 2011).
+
+Also home of the two-marker layout shared with the adding problem (:mod:`memtasks.tasks.adding`):
+``draw_marker_layout`` draws each sequence's true length and its two marked steps, and
+``marker_batch`` lays out the three input channels, the single target and the mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from memtasks.config import check_int
+from memtasks.tasks.base import Batch, Task, register_task
+
+FIRST_MARK_END = 10  # the first marker lies in [0, FIRST_MARK_END)
+MIN_BASE_LENGTH = 2 * FIRST_MARK_END + 2  # smallest T0 with floor(T0 / 2) > FIRST_MARK_END
+
+
+class MarkerLayout(NamedTuple):
+    """Per-sequence layout of a two-marker task, each ``(B,)`` int64.
+
+    Attributes:
+        steps: the true number of steps T, uniform in [T0, floor(1.1 T0)].
+        first: the first marked step i, uniform in [0, 10).
+        second: the second marked step j, uniform in [10, floor(T / 2)).
+    """
+
+    steps: torch.Tensor
+    first: torch.Tensor
+    second: torch.Tensor
+
+
+def longest_steps(base_length: int) -> int:
+    """floor(1.1 T0), in integer arithmetic so that no rounding of 1.1 can creep in."""
+    return (11 * base_length) // 10
+
+
+def _uniform_int(lo: torch.Tensor, hi: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One integer uniform in [lo, hi) per element; lo < hi elementwise, ``(B,)`` int64."""
+    u = torch.rand(lo.shape, generator=generator, device=generator.device, dtype=torch.float64)
+    span = hi - lo
+    return lo + torch.minimum((u * span).floor().long(), span - 1)
+
+
+def draw_marker_layout(base_lengths: torch.Tensor, generator: torch.Generator, owner: str) -> MarkerLayout:
+    """Draw T, i and j for each sequence of base length T0 = ``base_lengths`` ``(B,)``.
+
+    Raises ``ValueError`` (naming ``owner``) when some T0 < 22, where [10, floor(T/2)) may be empty.
+    """
+    shortest = int(base_lengths.min())
+    if shortest < MIN_BASE_LENGTH:
+        raise ValueError(
+            f"{owner}: length (base length T0)={shortest} is too short; the second marker lies in "
+            f"[{FIRST_MARK_END}, floor(T/2)), which needs T0 >= {MIN_BASE_LENGTH}"
+        )
+    steps = _uniform_int(base_lengths, (11 * base_lengths) // 10 + 1, generator)
+    first = _uniform_int(torch.zeros_like(steps), torch.full_like(steps, FIRST_MARK_END), generator)
+    second = _uniform_int(torch.full_like(steps, FIRST_MARK_END), steps // 2, generator)
+    return MarkerLayout(steps, first, second)
+
+
+def marked_values(values: torch.Tensor, layout: MarkerLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two marked entries of ``values`` ``(B, T)``, each ``(B,)``."""
+    a = values.gather(1, layout.first.unsqueeze(1)).squeeze(1)
+    b = values.gather(1, layout.second.unsqueeze(1)).squeeze(1)
+    return a, b
+
+
+def marker_batch(
+    values: torch.Tensor, answer: torch.Tensor, layout: MarkerLayout, base_lengths: torch.Tensor
+) -> Batch:
+    """Build the batch of a two-marker task.
+
+    Args:
+        values: ``(B, T_max)`` the data on channel 0; entries past each sequence's end are zeroed.
+        answer: ``(B,)`` the target at each sequence's last step T-1, the only scored step.
+        layout: from :func:`draw_marker_layout`.
+        base_lengths: ``(B,)`` T0, stored as the batch's ``lengths``.
+    """
+    dev = values.device
+    B, T = values.shape
+    rows = torch.arange(B, device=dev)
+    t = torch.arange(T, device=dev).unsqueeze(0)  # (1, T)
+    valid = t < layout.steps.unsqueeze(1)  # (B, T)
+    last = layout.steps - 1
+
+    inputs = torch.zeros(B, T, 3, device=dev)
+    inputs[:, :, 0] = values * valid
+    inputs[rows, layout.first, 1] = 1.0
+    inputs[rows, layout.second, 1] = 1.0
+    inputs[rows, last, 2] = 1.0
+
+    targets = torch.zeros(B, T, 1, device=dev)
+    targets[rows, last, 0] = answer.float()
+    mask = t == last.unsqueeze(1)
+    return Batch(inputs, targets, mask, base_lengths, {"steps": layout.steps})
+
+
+@register_task("delayed_xor")
+@dataclass(frozen=True)
+class DelayedXor(Task):
+    """Output the XOR of two marked bits of a long random bit stream, at its last step.
+
+    Each sequence of base length T0 has its own number of steps T, uniform in
+    [T0, floor(1.1 T0)], so that the answer step cannot be found by counting. d_in = 3, d_out = 1:
+      * channel 0: a random bit at every step;
+      * channel 1: 1 at two steps, i uniform in [0, 10) and j uniform in [10, floor(T/2));
+      * channel 2: 1 at the last step T-1, which asks for the answer;
+      * target at step T-1: bit_i XOR bit_j. Only that step is scored (bce).
+    The model must hold one bit across at least T/2 steps of distractors. A batch is right-padded
+    with zeros to its longest sequence; ``extras["steps"]`` holds each T, ``lengths`` each T0.
+
+    Worked example with the marker ranges shrunk to i in [0, 2), j in [2, floor(T/2)) and T = 6
+    (the real task has i in [0, 10), j in [10, floor(T/2)) and T0 >= 22); here i = 1, j = 2::
+
+        step      0  1  2  3  4  5
+        in ch0    1  1  0  1  0  1
+        in ch1    0  1  1  0  0  0      <- markers at i=1, j=2
+        in ch2    0  0  0  0  0  1      <- answer now
+        tgt ch0   0  0  0  0  0  1      <- 1 XOR 0
+        scored    .  .  .  .  .  *
+
+    Attributes:
+        base_length: T0, the training length (the ``length`` parameter); T0 >= 22.
+        generalise: the base lengths evaluated for length generalisation.
+    """
+
+    base_length: int = 50
+    generalise: tuple[int, ...] = (100, 200, 500, 1000)
+
+    def validate(self) -> None:
+        validate_marker_lengths(self.name, self.base_length, self.generalise)
+
+    @property
+    def d_in(self) -> int:
+        return 3
+
+    @property
+    def d_out(self) -> int:
+        return 1
+
+    @property
+    def train_range(self) -> tuple[int, int]:
+        return (self.base_length, self.base_length)
+
+    @property
+    def generalisation_lengths(self) -> tuple[int, ...]:
+        return tuple(self.generalise)
+
+    def max_steps(self, length: int) -> int:
+        return longest_steps(length)
+
+    def _generate(self, lengths: torch.Tensor, generator: torch.Generator) -> Batch:
+        layout = draw_marker_layout(lengths, generator, self.name)
+        T = int(layout.steps.max())
+        bits = torch.randint(0, 2, (lengths.shape[0], T), generator=generator, device=generator.device)
+        a, b = marked_values(bits, layout)
+        return marker_batch(bits.float(), a ^ b, layout, lengths)
+
+
+def validate_marker_lengths(owner: str, base_length: int, generalise: tuple[int, ...]) -> None:
+    """The field checks shared by the two-marker tasks."""
+    check_int(owner, "base_length", base_length, MIN_BASE_LENGTH, 1_000_000)
+    if not isinstance(generalise, tuple):
+        raise ValueError(f"{owner}.generalise must be a tuple of integers, got {generalise!r}")
+    for n in generalise:
+        check_int(owner, "generalise", n, MIN_BASE_LENGTH, 1_000_000)

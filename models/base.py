@@ -127,6 +127,8 @@ def register_model(name: str, config: type) -> Any:
     """Class decorator: register a :class:`MemoryModel` subclass under ``name`` with its config class."""
 
     def decorator(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, MemoryModel)):
+            raise RegistryError(f"cannot register {cls!r} as model {name!r}: it must subclass models.MemoryModel")
         cls.config_cls = config  # type: ignore[attr-defined]
         return MODELS.register(name)(cls)
 

@@ -80,6 +80,8 @@ def make_model(config: RunConfig, task: Task) -> MemoryModel:
     hparams = dict(config.model_params)
     if "t_max" in cls.task_hints and "t_max" not in hparams:
         hparams["t_max"] = task.max_steps(task.train_range[1])
+    if "seed" in cls.task_hints and "seed" not in hparams:
+        hparams["seed"] = config.seed  # e.g. the ESN's reservoir differs per run seed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stable_seed("init", config.seed, config.model))
         try:
@@ -166,6 +168,8 @@ class Trainer:
         if not self.result_path.exists():
             return None
         result = R.read_result(self.result_path)
+        if result["status"] == "failed":
+            return None  # a failed run is retried; ok and diverged runs are final
         stored = self._stored_config()
         if stored is not None and stored.identity() != self.config.identity():
             raise RunError(
@@ -226,6 +230,7 @@ class Trainer:
             log.exception("run %s failed", self.dir)
             result = self._result(model, _Loop(), "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         result["wall_time_s"] = round(time.monotonic() - started, 3)
+        result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         R.write_json_atomic(self.result_path, result)
         wb.finish(result, model, self.task, self.device)
         return result

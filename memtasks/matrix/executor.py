@@ -1,0 +1,210 @@
+"""Running the cells of a matrix: a local process pool, or a Ray cluster.
+
+Every cell is an independent ``memtasks train`` run, so interrupting the matrix loses no
+finished run (its result.json is written atomically) and re-running it skips finished cells
+and resumes unfinished ones from their checkpoints. A failing or diverging cell never stops
+the others.
+
+Ray: each cell is a Ray task asking for one GPU when the cluster has GPUs, else one CPU. The
+task trains into the same ``runs_dir`` path on its node (on a shared filesystem this is where
+checkpoints live, so mid-way cells resume there) and returns the record files' contents; the
+driver writes them under its ``runs_dir``. A cluster therefore needs no shared filesystem for
+results, and resume works either way: the driver skips cells whose result.json it holds.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from memtasks.train import record as R
+from memtasks.train.config import RunConfig
+
+RECORD_FILES = ("config.json", "metrics.jsonl", "result.json")
+
+
+@dataclass
+class CellOutcome:
+    config: RunConfig
+    status: str  # ok | diverged | failed | skipped (already finished)
+    error: str | None = None
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    result: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return f"{c.task}/{c.model}/seed-{c.seed}"
+
+
+def finished_status(config: RunConfig, runs_dir: Path) -> str | None:
+    """``ok``/``diverged`` when the cell's record is final; None when it must (re)run."""
+    path = R.run_dir(runs_dir, config.group, config.task, config.model, config.seed) / "result.json"
+    if not path.exists():
+        return None
+    try:
+        result = R.read_result(path)
+    except R.RecordError:
+        return None
+    return result["status"] if result["status"] in ("ok", "diverged") else None
+
+
+def run_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: tuple[str, ...]) -> dict[str, Any]:
+    """Train one cell in this process; never raises (errors become a ``failed`` outcome)."""
+    t0, c0 = time.monotonic(), time.process_time()
+    config = RunConfig.from_json(config_json)
+    try:
+        from memtasks.registry import load_plugin
+        from memtasks.train.trainer import train
+
+        for spec in plugins:
+            load_plugin(spec)
+        result = train(config, runs_dir, wandb_mode=wandb_mode)
+        status, error = result["status"], result.get("error")
+    except Exception as exc:  # a cell that cannot even start is reported, the matrix goes on
+        result, status, error = None, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    return {
+        "status": status,
+        "error": error,
+        "seconds": time.monotonic() - t0,
+        "cpu_seconds": time.process_time() - c0,
+        "result": result,
+    }
+
+
+def _init_worker(threads: int, gpu_queue: Any) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
+
+
+@dataclass
+class LocalExecutor:
+    """A pool of worker processes: by default one per CPU core with one torch thread each, or
+    ``workers_per_gpu`` per visible GPU (one recurrent run rarely fills a GPU)."""
+
+    workers: int | None = None
+    workers_per_gpu: int = 1
+    gpus: list[int] = field(default_factory=list)
+
+    def plan(self) -> int:
+        if self.workers:
+            return self.workers
+        if self.gpus:
+            return len(self.gpus) * self.workers_per_gpu
+        return os.cpu_count() or 1
+
+    def run(
+        self,
+        cells: list[RunConfig],
+        runs_dir: Path,
+        wandb_mode: str | None,
+        plugins: tuple[str, ...],
+        on_done: Callable[[CellOutcome, int], None],
+    ) -> list[CellOutcome]:
+        n = min(self.plan(), max(1, len(cells)))
+        ctx = mp.get_context("spawn")
+        gpu_queue = None
+        if self.gpus:
+            gpu_queue = ctx.Queue()
+            for i in range(n):
+                gpu_queue.put(self.gpus[i % len(self.gpus)])
+        outcomes = []
+        with cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(1, gpu_queue)) as pool:
+            futures = {
+                pool.submit(run_cell, c.to_json(), str(runs_dir), wandb_mode, plugins): c for c in cells
+            }
+            running = len(futures)
+            for fut in cf.as_completed(futures):
+                running -= 1
+                cfg = futures[fut]
+                try:
+                    out = fut.result()
+                    outcome = CellOutcome(cfg, out["status"], out["error"], out["seconds"], out["cpu_seconds"], out["result"])
+                except Exception as exc:  # the worker process itself died
+                    outcome = CellOutcome(cfg, "failed", f"worker died: {type(exc).__name__}: {exc}")
+                outcomes.append(outcome)
+                on_done(outcome, min(running, n))
+        return outcomes
+
+
+def _ray_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: tuple[str, ...]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    out = run_cell(config_json, runs_dir, wandb_mode, plugins)
+    config = RunConfig.from_json(config_json)
+    folder = R.run_dir(runs_dir, config.group, config.task, config.model, config.seed)
+    out["files"] = {name: (folder / name).read_text() for name in RECORD_FILES if (folder / name).exists()}
+    out["node"] = os.uname().nodename
+    return out
+
+
+@dataclass
+class RayExecutor:
+    """Cells as Ray tasks on a cluster (``address``: ``auto``, ``host:port`` or None for a local one)."""
+
+    address: str | None = None
+
+    def run(
+        self,
+        cells: list[RunConfig],
+        runs_dir: Path,
+        wandb_mode: str | None,
+        plugins: tuple[str, ...],
+        on_done: Callable[[CellOutcome, int], None],
+    ) -> list[CellOutcome]:
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("the Ray executor needs the ray extra: pip install 'memtasks[ray]'") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+        try:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            remote = ray.remote(num_gpus=1, num_cpus=0)(_ray_cell) if gpus else ray.remote(num_cpus=1)(_ray_cell)
+            # plugin files must be readable on the nodes: pass absolute paths
+            plugins = tuple(str(Path(p).resolve()) if Path(p).exists() else p for p in plugins)
+            pending = {remote.remote(c.to_json(), str(runs_dir.resolve()), wandb_mode, plugins): c for c in cells}
+            outcomes = []
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                ref = done[0]
+                cfg = pending.pop(ref)
+                try:
+                    out = ray.get(ref)
+                    self._write_files(cfg, runs_dir, out.get("files", {}))
+                    outcome = CellOutcome(cfg, out["status"], out["error"], out["seconds"], out["cpu_seconds"], out["result"])
+                except Exception as exc:
+                    outcome = CellOutcome(cfg, "failed", f"ray task failed: {type(exc).__name__}: {exc}")
+                outcomes.append(outcome)
+                on_done(outcome, len(pending))
+            return outcomes
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    @staticmethod
+    def _write_files(cfg: RunConfig, runs_dir: Path, files: dict[str, str]) -> None:
+        folder = R.run_dir(runs_dir, cfg.group, cfg.task, cfg.model, cfg.seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "metrics.jsonl"):  # result.json last: it marks the cell finished
+            if name in files:
+                _write_atomic_text(folder / name, files[name])
+        if "result.json" in files:
+            _write_atomic_text(folder / "result.json", files["result.json"])
+
+
+def _write_atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

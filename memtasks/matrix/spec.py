@@ -1,0 +1,190 @@
+"""The matrix spec: a small TOML file, or a built-in preset (``smoke``, ``cpu``, ``paper``).
+
+Example::
+
+    name = "mine"                 # shown in the leaderboard header
+    group = "mine"                # runs/<group>/...; --group overrides
+    seeds = [0, 1, 2]
+
+    [train]                       # RunConfig fields for every cell
+    sequences = 50_000
+    eval_every = 5_000
+    param_budget = 60_000         # size every model to ~60k trainable parameters
+
+    [tasks.copy]                  # a task and its parameter overrides
+    max_length = 10
+    [tasks.copy.train]            # RunConfig fields for this task's cells only
+    sequences = 100_000
+
+    [models.lstm]                 # a model and its hyper-parameters
+    [models.ntm]
+    memory_slots = 64
+    [models.ntm.train]            # RunConfig fields for this model's cells only
+    lr = 3e-4
+
+Precedence for a cell's RunConfig: ``[train]`` < ``[tasks.T.train]`` < ``[models.M.train]`` <
+``--set``. A model's hyper-parameters and ``param_budget`` cannot both name its size knob.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from memtasks.config import ConfigError, check_int, unknown_key_message
+from memtasks.registry import RegistryError
+from memtasks.train.config import RunConfig
+
+PRESETS = ("smoke", "cpu", "paper")
+_TOP_KEYS = ("name", "group", "seeds", "description", "train", "tasks", "models")
+_CELL_FIXED = ("task", "model", "seed", "task_params", "model_params")
+
+
+class SpecError(ConfigError):
+    """A matrix spec is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    name: str
+    group: str
+    seeds: tuple[int, ...]
+    train: Mapping[str, Any] = field(default_factory=dict)
+    tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # task -> {params..., "train": {...}}
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # model -> {hparams..., "train": {...}}
+    description: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["seeds"] = list(self.seeds)
+        return d
+
+
+def load_spec(name_or_path: str) -> MatrixSpec:
+    """Load a preset by name or a TOML file by path; every problem raises ``SpecError``."""
+    if name_or_path in PRESETS:
+        text = resources.files("memtasks").joinpath(f"presets/{name_or_path}.toml").read_text()
+        source = f"preset {name_or_path!r}"
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SpecError(f"{name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a TOML file")
+        text = path.read_text()
+        source = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{source}: invalid TOML ({exc})") from None
+    return parse_spec(data, source, default_name=Path(name_or_path).stem)
+
+
+def parse_spec(data: Mapping[str, Any], source: str = "spec", default_name: str = "matrix") -> MatrixSpec:
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise SpecError(f"{source}: {unknown_key_message(key, list(_TOP_KEYS), 'top-level')}")
+    name = data.get("name", default_name)
+    group = data.get("group", name)
+    for key, value in (("name", name), ("group", group)):
+        if not isinstance(value, str) or not value:
+            raise SpecError(f"{source}: {key} must be a non-empty string, got {value!r}")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds:
+        raise SpecError(f"{source}: seeds must be a non-empty list of integers, got {seeds!r}")
+    for s in seeds:
+        try:
+            check_int("seeds", "seed", s, 0)
+        except ValueError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+    train = _table(data.get("train", {}), source, "train")
+    tasks = {k: _table(v, source, f"tasks.{k}") for k, v in _table(data.get("tasks", {}), source, "tasks").items()}
+    models = {k: _table(v, source, f"models.{k}") for k, v in _table(data.get("models", {}), source, "models").items()}
+    if not tasks:
+        raise SpecError(f"{source}: [tasks] is empty; name at least one task")
+    if not models:
+        raise SpecError(f"{source}: [models] is empty; name at least one model")
+    spec = MatrixSpec(name, group, tuple(seeds), train, tasks, models, str(data.get("description", "")), source)
+    expand(spec)  # validates every cell now, so errors surface before anything runs
+    return spec
+
+
+def _table(value: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{source}: [{where}] must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def _run_fields(values: Mapping[str, Any], source: str, where: str) -> dict[str, Any]:
+    allowed = [f.name for f in dataclasses.fields(RunConfig) if f.name not in _CELL_FIXED]
+    for key in values:
+        if key not in allowed:
+            raise SpecError(f"{source}: [{where}] {unknown_key_message(key, allowed, 'run setting')}")
+    return dict(values)
+
+
+def expand(
+    spec: MatrixSpec,
+    tasks: list[str] | None = None,
+    models: list[str] | None = None,
+    seeds: list[int] | None = None,
+    sets: list[str] | None = None,
+    group: str | None = None,
+) -> list[RunConfig]:
+    """The spec's cells as RunConfigs, in a stable order (task, model, seed), narrowed by the filters."""
+    from memtasks.tasks import TASKS
+    from models import MODELS
+
+    for kind, wanted, have in (("task", tasks, spec.tasks), ("model", models, spec.models)):
+        for name in wanted or ():
+            if name not in have:
+                raise SpecError(f"{spec.source}: {unknown_key_message(name, list(have), kind)} (not in this matrix)")
+    base = _run_fields(spec.train, spec.source, "train")
+    cells = []
+    for task_name, task_table in spec.tasks.items():
+        if tasks and task_name not in tasks:
+            continue
+        try:
+            TASKS.get(task_name)
+        except RegistryError as exc:
+            raise SpecError(f"{spec.source}: [tasks.{task_name}] {exc}") from None
+        task_params = {k: v for k, v in task_table.items() if k != "train"}
+        task_train = _run_fields(task_table.get("train", {}), spec.source, f"tasks.{task_name}.train")
+        for model_name, model_table in spec.models.items():
+            if models and model_name not in models:
+                continue
+            try:
+                MODELS.get(model_name)
+            except RegistryError as exc:
+                raise SpecError(f"{spec.source}: [models.{model_name}] {exc}") from None
+            hparams = {k: v for k, v in model_table.items() if k != "train"}
+            model_train = _run_fields(model_table.get("train", {}), spec.source, f"models.{model_name}.train")
+            for seed in seeds if seeds is not None else spec.seeds:
+                fields = {**base, **task_train, **model_train}
+                if group is not None:
+                    fields["group"] = group
+                fields.setdefault("group", spec.group)
+                try:
+                    cfg = RunConfig(
+                        task=task_name, model=model_name, seed=seed, task_params=task_params, model_params=hparams, **fields
+                    )
+                    cfg = cfg.with_sets(sets or [])
+                    _check_cell(cfg)
+                except (TypeError, ValueError) as exc:
+                    raise SpecError(f"{spec.source}: cell {task_name} x {model_name}: {exc}") from None
+                cells.append(cfg)
+    return cells
+
+
+def _check_cell(cfg: RunConfig) -> None:
+    """Build the task and check the model's config so a bad value fails before the matrix starts."""
+    from memtasks.tasks import get_task
+    from models import MODELS, model_config
+
+    get_task(cfg.task, **cfg.task_params)
+    model_config(cfg.model, **cfg.model_params)
+    knob = MODELS.get(cfg.model).size_knob
+    if cfg.param_budget is not None and knob in cfg.model_params:
+        raise ConfigError(f"param_budget and {knob} both set for {cfg.model}; give one")

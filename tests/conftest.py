@@ -12,3 +12,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 def _one_thread():
     torch.set_num_threads(1)
     yield
+
+
+# The README's example plugin gets the whole model contract suite, as any plugin would.
+def pytest_configure(config):
+    from pathlib import Path
+
+    from memtasks.registry import load_plugin
+
+    load_plugin(str(Path(__file__).resolve().parents[1] / "examples" / "my_model.py"))

@@ -1,0 +1,247 @@
+"""The benchmark matrix: spec validation, resume after a kill, failing cells, Ray, smoke preset."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from memtasks.matrix.spec import SpecError, expand, load_spec, parse_spec
+from memtasks.train import record as R
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+seeds = [0, 1]
+[train]
+sequences = 256
+batch_size = 16
+eval_every = 128
+eval_size = 8
+early_stop = false
+[tasks.copy]
+bits = 4
+max_length = 3
+generalise = [5]
+[tasks.delayed_xor]
+base_length = 24
+generalise = [30]
+[models.lstm]
+hidden_size = 12
+[models.gru1]
+hidden_size = 12
+"""
+
+FAILING_PLUGIN = '''
+from dataclasses import dataclass
+from torch import nn
+from models import MemoryModel, register_model
+
+@dataclass(frozen=True)
+class BoomConfig:
+    hidden_size: int = 4
+
+@register_model("boom", config=BoomConfig)
+class Boom(MemoryModel):
+    def __init__(self, d_in, d_out, config):
+        super().__init__(d_in, d_out, config)
+        self.w = nn.Linear(d_in, d_out)
+    def initial_state(self, batch_size, device=None):
+        return None
+    def forward(self, x, state=None):
+        raise RuntimeError("boom: this model always fails")
+'''
+
+
+def cli(*args: str, env_extra: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "memtasks.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def records(runs: Path) -> dict[str, dict]:
+    return {str(p.parent.relative_to(runs)): R.read_result(p) for p in sorted(runs.rglob("result.json"))}
+
+
+# --- spec ------------------------------------------------------------------------------
+def test_expansion_order_filters_and_overrides(tmp_path):
+    spec = load_spec(str(write(tmp_path, TINY)))
+    cells = expand(spec)
+    assert len(cells) == 2 * 2 * 2
+    assert [(c.task, c.model, c.seed) for c in cells[:3]] == [("copy", "lstm", 0), ("copy", "lstm", 1), ("copy", "gru1", 0)]
+    assert cells[0].group == "tiny" and cells[0].task_params["max_length"] == 3
+    narrowed = expand(spec, tasks=["copy"], models=["gru1"], seeds=[5], sets=["lr=0.01"], group="g")
+    assert [(c.task, c.model, c.seed, c.lr, c.group) for c in narrowed] == [("copy", "gru1", 5, 0.01, "g")]
+
+
+def test_presets_load_and_smoke_covers_everything():
+    import memtasks
+    import models
+
+    for name in ("smoke", "cpu", "paper"):
+        assert expand(load_spec(name))
+    smoke = expand(load_spec("smoke"))
+    assert {c.task for c in smoke} == set(memtasks.list_tasks())
+    assert {c.model for c in smoke} >= {"rnn", "lstm", "gru", "gru1", "gru2", "gru3", "indrnn", "esn", "ntm", "dnc"}
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("nmae = 'x'\n[tasks.copy]\n[models.lstm]\n", "unknown top-level key 'nmae' (did you mean 'name'?)"),
+        ("[train]\nsequencez = 3\n[tasks.copy]\n[models.lstm]\n", "[train] unknown run setting key 'sequencez'"),
+        ("[tasks.cpy]\n[models.lstm]\n", "did you mean 'copy'"),
+        ("[tasks.copy]\n[models.lsmt]\n", "did you mean 'lstm'"),
+        ("[tasks.copy]\nbits = 0\n[models.lstm]\n", "copy.bits=0"),
+        ("[tasks.copy]\n[models.lstm]\nhiden_size = 3\n", "hiden_size"),
+        ("[train]\nbatch_size = -1\n[tasks.copy]\n[models.lstm]\n", "batch_size"),
+        ("seeds = []\n[tasks.copy]\n[models.lstm]\n", "seeds"),
+        ("[tasks.copy]\n", "[models] is empty"),
+        ("[tasks.copy\n", "invalid TOML"),
+    ],
+)
+def test_bad_spec_names_the_field(tmp_path, text, needle):
+    with pytest.raises(SpecError) as info:
+        load_spec(str(write(tmp_path, text)))
+    assert needle in str(info.value)
+    assert "spec.toml" in str(info.value)
+
+
+def test_unknown_preset_or_file():
+    with pytest.raises(SpecError, match="neither a preset"):
+        load_spec("smok")
+
+
+# --- running -------------------------------------------------------------------------------
+def test_matrix_runs_and_resume_after_kill_loses_and_repeats_nothing(tmp_path):
+    spec = write(tmp_path, TINY)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memtasks.cli", "matrix", str(spec), "--runs-dir", str(runs), "--workers", "2"],
+        env={**os.environ, "WANDB_MODE": "disabled"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(runs.rglob("result.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, as a hard kill would
+    proc.wait()
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("result.json")}
+    assert 2 <= len(before) < 8, "killed mid-matrix"
+    out = cli("matrix", str(spec), "--runs-dir", str(runs), "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    assert f"{len(before)} already finished, {8 - len(before)} to run" in out.stderr
+    for p, mtime in before.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
+    done = records(runs)
+    assert len(done) == 8 and all(r["status"] == "ok" for r in done.values())
+    again = cli("matrix", str(spec), "--runs-dir", str(runs))
+    assert again.returncode == 0 and "8 already finished, 0 to run" in again.stderr
+    summary = json.loads((runs / "tiny" / "matrix_summary.json").read_text())
+    assert summary["counts"]["skipped (already finished)"] == 8
+
+
+def test_failing_cell_does_not_stop_the_others(tmp_path):
+    plugin = write(tmp_path, FAILING_PLUGIN, "boom.py")
+    spec = write(tmp_path, TINY.replace("[models.gru1]", "[models.boom]\nhidden_size = 4\n[models.gru1]"))
+    runs = tmp_path / "runs"
+    out = cli("matrix", str(spec), "--runs-dir", str(runs), "--seeds", "0", "--tasks", "copy", "--plugin", str(plugin),
+              "--workers", "2")
+    assert out.returncode == 1
+    assert "failed cells: copy/boom/seed-0" in out.stderr
+    done = records(runs)
+    assert done["tiny/copy/lstm/seed-0"]["status"] == "ok" and done["tiny/copy/gru1/seed-0"]["status"] == "ok"
+    assert done["tiny/copy/boom/seed-0"]["status"] == "failed"
+    assert "boom: this model always fails" in done["tiny/copy/boom/seed-0"]["error"]
+
+
+def test_diverging_cell_is_recorded_and_matrix_goes_on(tmp_path):
+    spec = write(tmp_path, TINY + "[models.rnn]\nhidden_size = 12\nnonlinearity = 'relu'\n[models.rnn.train]\n"
+                 "lr = 1e8\noptimizer = 'sgd'\nsequences = 2048\n")
+    runs = tmp_path / "runs"
+    out = cli("matrix", str(spec), "--runs-dir", str(runs), "--seeds", "0", "--tasks", "copy", "--workers", "2")
+    assert out.returncode == 0, out.stderr  # diverged is a result, not a failure
+    done = records(runs)
+    assert done["tiny/copy/rnn/seed-0"]["status"] == "diverged"
+    assert done["tiny/copy/lstm/seed-0"]["status"] == "ok"
+    assert "diverged: 1" in out.stdout
+
+
+# --- Ray ---------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _strip_timings(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("wall_time_s", "train_time_s", "throughput", "finished_at")}
+
+
+@pytest.mark.ray
+def test_ray_cluster_matches_local_executor(tmp_path):
+    pytest.importorskip("ray")
+    ray_bin = Path(sys.executable).with_name("ray")
+    assert ray_bin.exists(), "the ray extra installs the ray command"
+    spec = write(tmp_path, TINY)
+    port = _free_port()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="mtray", dir="/tmp"))  # unix socket paths must stay short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "disabled"}
+    start = subprocess.run(
+        [str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert start.returncode == 0, start.stderr + start.stdout
+    try:
+        ray_runs, local_runs = tmp_path / "ray_runs", tmp_path / "local_runs"
+        out = cli("matrix", str(spec), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
+                  "--runs-dir", str(ray_runs), "--seeds", "0", env_extra={"RAY_USAGE_STATS_ENABLED": "0"})
+        assert out.returncode == 0, out.stderr + out.stdout
+        local = cli("matrix", str(spec), "--runs-dir", str(local_runs), "--seeds", "0", "--workers", "2")
+        assert local.returncode == 0, local.stderr
+        a, b = records(ray_runs), records(local_runs)
+        assert a.keys() == b.keys() and len(a) == 4
+        for key in a:
+            assert _strip_timings(a[key]) == _strip_timings(b[key]), key
+            ma = R.read_jsonl(ray_runs / key / "metrics.jsonl")
+            mb = R.read_jsonl(local_runs / key / "metrics.jsonl")
+            assert [{k: v for k, v in r.items() if k != "train_time_s"} for r in ma] == [
+                {k: v for k, v in r.items() if k != "train_time_s"} for r in mb]
+        # resume through Ray: nothing is re-run
+        again = cli("matrix", str(spec), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
+                    "--runs-dir", str(ray_runs), "--seeds", "0")
+        assert again.returncode == 0 and "4 already finished, 0 to run" in again.stderr
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# --- the smoke preset end to end ------------------------------------------------------------
+@pytest.mark.slow
+def test_smoke_preset_and_leaderboard(tmp_path):
+    runs = tmp_path / "runs"
+    out = cli("matrix", "smoke", "--runs-dir", str(runs), "--workers", "2", timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "failed: 0" in out.stdout
+    board = tmp_path / "board.md"
+    lb = cli("leaderboard", str(runs), "--group", "smoke", "-o", str(board))
+    assert lb.returncode == 0, lb.stderr
+    text = board.read_text()
+    for task in ("copy", "adding", "dynamic_ngrams"):
+        assert task in text

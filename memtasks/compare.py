@@ -47,7 +47,7 @@ def _select(df: pd.DataFrame, models: list[str], task: str | None, runs_dirs: li
     return with_entries(df[df["model"].isin(models)])
 
 
-def _summary_table(task: str, tdf: pd.DataFrame, entries: list[str]) -> str:
+def _summary_table(tdf: pd.DataFrame, entries: list[str]) -> str:
     rows: list[list[str]] = []
     by_entry = {e: tdf[tdf["entry"] == e] for e in entries}
     ok = {e: r[r["status"] == "ok"] for e, r in by_entry.items()}
@@ -111,7 +111,7 @@ def _band(curves: list[tuple[np.ndarray, np.ndarray, bool]]) -> tuple[np.ndarray
         return grid, np.nanmedian(stack, axis=0), np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
 
 
-def _learning_figure(task: str, tdf: pd.DataFrame, entries: list[str], primary: str) -> Any:
+def _learning_figure(task: str, tdf: pd.DataFrame, entries: list[str], primary: str) -> Any | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -127,9 +127,12 @@ def _learning_figure(task: str, tdf: pd.DataFrame, entries: list[str], primary: 
         x, med, lo, hi = _band(curves)
         (line,) = ax.plot(x, med, label=f"{entry} (n={len(curves)})")
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    if not ax.lines:  # no run has a metrics file with this metric
+        plt.close(fig)
+        return None
     ax.set_xlabel("training sequences")
     ax.set_ylabel(f"{METRIC_NAMES[primary]} at training lengths")
-    if ax.lines and all(np.nanmin(ln.get_ydata()) > 0 for ln in ax.lines):
+    if all(np.nanmin(ln.get_ydata()) > 0 for ln in ax.lines):
         ax.set_yscale("log")
     ax.set_title(f"{task}: learning curves (median over seeds, min–max band)")
     ax.legend(fontsize="small")
@@ -141,22 +144,31 @@ def _generalisation_figure(task: str, tdf: pd.DataFrame, entries: list[str], pri
     import matplotlib.pyplot as plt
 
     lengths = [lab for lab in eval_labels(tdf) if lab.isdigit()]
-    lo, hi = float(tdf["train_lo"].min()), float(tdf["train_hi"].max())
-    if not lengths or np.isnan(lo):
+    if not lengths:
         return None
+    lo, hi = float(tdf["train_lo"].min()), float(tdf["train_hi"].max())
+    known = not np.isnan(lo)  # a plugin's task that is not loaded: no training range to draw
     metric = "mse" if primary == "mse" else "seq_accuracy"
-    xs = np.asarray([(lo + hi) / 2, *map(float, lengths)])  # the training-range set sits at its middle
+    # The training-range evaluation set mixes lengths; it sits at the middle of the range.
+    xs = np.asarray(([(lo + hi) / 2] if known else []) + [float(x) for x in lengths])
+    cols = [f"{lab}/{metric}" for lab in (["train"] if known else []) + lengths]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.axvspan(lo - 0.5, hi + 0.5, color="0.85", label="training range")
+    if known:
+        ax.axvspan(lo - 0.5, hi + 0.5, color="0.85", label="training range")
     for i, entry in enumerate(entries):
         ok = tdf[(tdf["entry"] == entry) & (tdf["status"] == "ok")]
-        cols = [f"{lab}/{metric}" for lab in ["train", *lengths]]
         values = ok.reindex(columns=cols).to_numpy(dtype=float)
         if values.size == 0 or np.isnan(values).all():
             continue
         scale = 100.0 if metric == "seq_accuracy" else 1.0
-        (line,) = ax.plot(xs, scale * np.nanmedian(values, axis=0), marker=MARKERS[i % len(MARKERS)], label=f"{entry} (n={len(ok)})")
-        ax.fill_between(xs, scale * np.nanmin(values, axis=0), scale * np.nanmax(values, axis=0), color=line.get_color(), alpha=0.2, lw=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a point no finished seed has
+            med, lo_, hi_ = (scale * f(values, axis=0) for f in (np.nanmedian, np.nanmin, np.nanmax))
+        (line,) = ax.plot(xs, med, marker=MARKERS[i % len(MARKERS)], label=f"{entry} (n={len(ok)})")
+        ax.fill_between(xs, lo_, hi_, color=line.get_color(), alpha=0.2, lw=0)
+    if not ax.lines:
+        plt.close(fig)
+        return None
     ax.set_xlabel("sequence length")
     ax.set_ylabel("sequence accuracy (%)" if metric == "seq_accuracy" else "mse")
     if xs.max() / max(xs.min(), 1.0) > 20:
@@ -219,7 +231,7 @@ def compare(
     for task_name, tdf in sel.groupby("task", sort=True):
         entries = sorted(set(tdf["entry"]), key=lambda e: (order[tdf.loc[tdf["entry"] == e, "model"].iloc[0]], e))
         primary = primary_metric(str(task_name), tdf)
-        sections.append(f"## {task_name}\n\n{_summary_table(str(task_name), tdf, entries)}\n")
+        sections.append(f"## {task_name}\n\n{_summary_table(tdf, entries)}\n")
         for kind, make in (("learning", _learning_figure), ("generalisation", _generalisation_figure)):
             fig = make(str(task_name), tdf, entries, primary)
             if fig is None:

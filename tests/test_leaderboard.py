@@ -1,0 +1,175 @@
+"""Leaderboard and compare, from run records on disk.
+
+The golden file ``tests/golden/leaderboard.md`` is the leaderboard of the fixture records in
+``tests/fixtures/runs`` (tiny real runs of copy, dynamic_ngrams and adding). After an intended
+change to the leaderboard's format, regenerate it from the repository root and review the diff::
+
+    /tmp/venv/bin/python -c "from pathlib import Path; from memtasks.leaderboard import write_leaderboard; \
+write_leaderboard([Path('tests/fixtures/runs')], None, Path('tests/golden/leaderboard.md'))"
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from memtasks.compare import compare
+from memtasks.leaderboard import aggregate, budget_note, collect, median_to_solve, overall, render, write_leaderboard
+
+HERE = Path(__file__).parent
+FIXTURES = HERE / "fixtures" / "runs"
+GOLDEN = HERE / "golden" / "leaderboard.md"
+
+
+def test_fixture_leaderboard_matches_golden(tmp_path: Path) -> None:
+    text, warnings = write_leaderboard([FIXTURES], None, tmp_path / "lb.md")
+    assert warnings == []
+    assert (tmp_path / "lb.md").read_text() == text
+    assert text == GOLDEN.read_text(), "leaderboard changed; if intended, regenerate the golden file (module docstring)"
+
+
+def test_same_records_give_same_bytes(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "copied"
+    shutil.copytree(FIXTURES, elsewhere)  # another path, other mtimes: the text must not change
+    first, _ = write_leaderboard([FIXTURES], None, tmp_path / "a.md")
+    second, _ = write_leaderboard([elsewhere], ["fixture"], tmp_path / "b.md")
+    df, _ = collect([FIXTURES])
+    assert first == second == render(df, {"presets": {"fixture": "fixture"}})
+    assert (tmp_path / "a.md").read_bytes() == (tmp_path / "b.md").read_bytes()
+
+
+# --- a small hand-written example ---------------------------------------------------------
+def _write_run(root: Path, task: str, model: str, seed: int, final: dict[str, dict[str, float]], *,
+               status: str = "ok", solved: bool = False, to_solve: int | None = None,
+               finished_at: str = "2024-01-01T00:00:00Z", throughput: float = 100.0) -> None:
+    d = root / "g" / task / model / f"seed-{seed}"
+    d.mkdir(parents=True)
+    result: dict[str, Any] = {
+        "schema_version": 1, "status": status, "task": task, "model": model, "seed": seed, "group": "g",
+        "final": final, "sequences_seen": 1000, "sequences_to_solve": to_solve, "solved": solved,
+        "trainable_params": 10 if model == "a" else 20, "total_params": 30, "state_size": 4,
+        "wall_time_s": 1.0, "throughput": throughput, "error": None if status == "ok" else "boom",
+        "diverged_at": {"step": 3, "sequences": 96} if status == "diverged" else None, "finished_at": finished_at,
+    }
+    (d / "result.json").write_text(json.dumps(result))
+    config = {"run": {"sequences": 1000, "task_params": {}}, "device": "cpu", "device_name": "testbox",
+              "versions": {"memtasks": "0.1.0", "torch": "2.x", "python": "3.x"}, "git_commit": "abc"}
+    (d / "config.json").write_text(json.dumps(config))
+
+
+def _bce(cost: float, acc: float) -> dict[str, dict[str, float]]:
+    return {"train": {"cost": cost, "bit_errors": 0.0, "seq_accuracy": acc}, "30": {"cost": 9.0, "bit_errors": 1.0, "seq_accuracy": acc / 2}}
+
+
+@pytest.fixture
+def hand_runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    # copy: a has two finished seeds (cost 1 and 3); b one finished seed (cost 0.5) and one that diverged.
+    _write_run(root, "copy", "a", 0, _bce(1.0, 0.5), solved=True, to_solve=100, throughput=100.0)
+    _write_run(root, "copy", "a", 1, _bce(3.0, 0.25), throughput=300.0, finished_at="2024-03-02T10:00:00Z")
+    _write_run(root, "copy", "b", 0, _bce(0.5, 1.0), solved=True, to_solve=200)
+    _write_run(root, "copy", "b", 1, {}, status="diverged")
+    # adding (mse): only a ran it, one seed, unsolved.
+    _write_run(root, "adding", "a", 0, {"train": {"mse": 0.1}, "200": {"mse": 0.3}})
+    return root
+
+
+def test_aggregation_by_hand(hand_runs: Path) -> None:
+    df, warnings = collect([hand_runs])
+    assert warnings == []
+    assert len(df) == 5 and df.loc[0, "train/mse"] == 0.1  # sorted: adding before copy
+    agg = aggregate(df).set_index(["task", "entry"])
+    a, b = agg.loc[("copy", "a")], agg.loc[("copy", "b")]
+    assert a["primary_mean"] == 2.0 and math.isclose(a["primary_std"], math.sqrt(2.0))  # sample std of 1, 3
+    assert a["best_seed"] == 0 and a["best_primary"] == 1.0 and a["best_acc"] == 0.5
+    assert a["acc_mean"] == 0.375 and a["at:30"] == 0.1875
+    assert (a["solved"], a["runs"]) == (1, 2) and a["task_solved"]  # half the seeds: solved
+    assert math.isinf(a["median_to_solve"])  # median of (100, never) is never
+    assert a["throughput"] == 200.0
+    assert b["primary_mean"] == 0.5 and math.isnan(b["primary_std"])  # the diverged seed has no metrics
+    assert (b["ok"], b["diverged"], b["solved"], b["runs"]) == (1, 1, 1, 2)
+    assert math.isinf(b["median_to_solve"]) and b["throughput"] == 100.0
+    assert (b["rank"], a["rank"]) == (1.0, 2.0)
+    assert agg.loc[("adding", "a")]["primary"] == "mse" and agg.loc[("adding", "a")]["rank"] == 1.0
+    assert not agg.loc[("adding", "a")]["task_solved"]
+
+    ov = overall(aggregate(df)).set_index("entry")
+    assert list(ov.index) == ["b", "a"]  # mean ranks 1.0 and 1.5
+    assert ov.loc["a", "mean_rank"] == 1.5 and ov.loc["a", "tasks_solved"] == 1 and ov.loc["a", "tasks_run"] == 2
+    assert ov.loc["b", "mean_rank"] == 1.0 and ov.loc["b", "tasks_solved"] == 1 and ov.loc["b", "tasks_run"] == 1
+
+    text = render(df, {})
+    copy_table = text.split("## copy")[1].split("## Overall")[0]
+    assert copy_table.index("| b ") < copy_table.index("| a ")  # best first
+    assert "| 2.00 ± 1.41 " in copy_table and "| 1.00 (s0) " in copy_table and "| 37.5 ± 17.7% " in copy_table
+    assert "| 1 diverged " in copy_table and "| 1/2 " in copy_table and "| 0.500 " in copy_table
+    assert "2024-03-02T10:00:00Z" in text  # the latest finished_at, not today's date
+    assert "copy (1,000 vs ≈1,000,000)" in text and "adding (" not in text.split("## ")[0]
+    assert "| testbox" not in text and "cpu (testbox): 5 runs" in text
+
+
+def test_median_to_solve() -> None:
+    assert median_to_solve(pd.Series([100.0, 300.0, float("nan")])) == 300.0
+    assert median_to_solve(pd.Series([100.0, 300.0])) == 200.0
+    assert math.isinf(median_to_solve(pd.Series([100.0, float("nan")])))
+
+
+def test_budget_note() -> None:
+    assert budget_note("copy", 1000.0) is not None and "≈1,000,000" in budget_note("copy", 1000.0)
+    assert budget_note("copy", 2_000_000.0) is None
+    assert budget_note("no_such_task", 10.0) is None
+
+
+def test_corrupt_and_foreign_records_are_skipped(hand_runs: Path) -> None:
+    bad = hand_runs / "g" / "copy" / "c" / "seed-0" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema_version": 1, "status": ')
+    foreign = hand_runs / "other" / "result.json"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text(json.dumps({"accuracy": 0.9}))
+    df, warnings = collect([hand_runs])
+    assert len(df) == 5
+    assert len(warnings) == 2
+    assert any(str(bad) in w and "corrupt JSON" in w for w in warnings)
+    assert any(str(foreign) in w and "not a memtasks result" in w for w in warnings)
+    text, warnings2 = write_leaderboard([hand_runs], None, hand_runs / "lb.md")
+    assert warnings2 == warnings and "## copy" in text
+
+
+def test_group_filter(hand_runs: Path) -> None:
+    df, warnings = collect([hand_runs], ["nope"])
+    assert df.empty and warnings == [f"group 'nope': no run records under {hand_runs}"]
+    assert "No run records" in render(df, {})
+
+
+# --- compare ---------------------------------------------------------------------------------
+def test_compare_writes_plots(tmp_path: Path) -> None:
+    text, paths = compare(["rnn", "lstm"], [FIXTURES], None, None, tmp_path / "cmp", "disabled")
+    names = sorted(p.name for p in paths)
+    assert names == ["generalisation_adding.png", "generalisation_copy.png", "learning_adding.png",
+                     "learning_copy.png", "learning_dynamic_ngrams.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## copy" in text and "| rnn " in text and "seq accuracy" in text
+    assert not (tmp_path / "cmp" / "wandb").exists()
+
+
+def test_compare_unknown_model(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"'nosuch'.*models with runs: gru, lstm, rnn"):
+        compare(["lstm", "nosuch"], [FIXTURES], None, None, tmp_path, "disabled")
+    with pytest.raises(ValueError, match="tasks with runs: adding, copy, dynamic_ngrams"):
+        compare(["lstm"], [FIXTURES], "priority_sort", None, tmp_path, "disabled")
+
+
+def test_model_with_no_finished_seed_ranks_last(hand_runs: Path) -> None:
+    _write_run(hand_runs, "copy", "c", 0, {}, status="failed")
+    df, _ = collect([hand_runs])
+    agg = aggregate(df).set_index(["task", "entry"])
+    assert agg.loc[("copy", "c"), "rank"] == 3.0 and math.isnan(agg.loc[("copy", "c"), "primary_mean"])
+    row = next(line for line in render(df, {}).splitlines() if line.startswith("| c "))
+    assert "| 1 failed" in row and "| 0/1 " in row and "(s" not in row

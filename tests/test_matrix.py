@@ -245,3 +245,16 @@ def test_smoke_preset_and_leaderboard(tmp_path):
     text = board.read_text()
     for task in ("copy", "adding", "dynamic_ngrams"):
         assert task in text
+
+
+def test_plugin_model_runs_with_a_preset_and_appears_on_the_leaderboard(tmp_path):
+    spec = write(tmp_path, TINY)
+    runs = tmp_path / "runs"
+    out = cli("matrix", str(spec), "--runs-dir", str(runs), "--seeds", "0", "--tasks", "copy",
+              "--models", "lstm", "mgu", "--plugin", str(ROOT / "examples" / "my_model.py"), "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    board = tmp_path / "board.md"
+    lb = cli("leaderboard", str(runs), "-o", str(board))
+    assert lb.returncode == 0, lb.stderr
+    table = board.read_text().split("## copy")[1]
+    assert "| mgu " in table and "| lstm " in table

@@ -137,10 +137,19 @@ def expand(
     from memtasks.tasks import TASKS
     from models import MODELS
 
-    for kind, wanted, have in (("task", tasks, spec.tasks), ("model", models, spec.models)):
-        for name in wanted or ():
-            if name not in have:
-                raise SpecError(f"{spec.source}: {unknown_key_message(name, list(have), kind)} (not in this matrix)")
+    for name in tasks or ():
+        if name not in spec.tasks:
+            raise SpecError(f"{spec.source}: {unknown_key_message(name, list(spec.tasks), 'task')} (not in this matrix)")
+    extra = [m for m in models or () if m not in spec.models]
+    if extra:
+        # A registered model the spec does not name (a user's plugin) runs with the spec's
+        # settings and default hyper-parameters, so it lands in the same tables as the baselines.
+        for name in extra:
+            try:
+                MODELS.get(name)
+            except RegistryError as exc:
+                raise SpecError(f"{spec.source}: --models {exc}") from None
+        spec = dataclasses.replace(spec, models={**spec.models, **{m: {} for m in extra}})
     base = _run_fields(spec.train, spec.source, "train")
     cells = []
     for task_name, task_table in spec.tasks.items():

@@ -26,7 +26,9 @@ OPTIONAL
     * ``closed_form = True`` with ``fit(train, val, loss) -> dict``: the model is trained in
       closed form (the echo state network's ridge readout) instead of by gradient steps;
     * ``count_params(d_in, d_out, config)``: a cheap trainable-parameter count, used by the
-      budget search (the default builds the model on the meta device).
+      budget search (the default builds the model on the meta device);
+    * ``relative_cost``: rough training cost per step relative to an LSTM of the same size;
+      the matrix starts expensive cells first so no core idles at the end.
 
 Every model reports ``param_counts() -> (trainable, total)`` and ``state_size()``, the number
 of floats of recurrent state per sequence.
@@ -53,6 +55,7 @@ class MemoryModel(nn.Module):
     size_knob: ClassVar[str | None] = "hidden_size"
     task_hints: ClassVar[tuple[str, ...]] = ()
     closed_form: ClassVar[bool] = False
+    relative_cost: ClassVar[float] = 1.0
 
     def __init__(self, d_in: int, d_out: int, config: Any) -> None:
         super().__init__()

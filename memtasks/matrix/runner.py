@@ -68,7 +68,7 @@ def run_matrix(
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> MatrixReport:
     cells = expand(spec, tasks, models, seeds, sets, group)
-    todo = [c for c in cells if finished_status(c, runs_dir) is None]
+    todo = sorted((c for c in cells if finished_status(c, runs_dir) is None), key=estimated_cost, reverse=True)
     skipped = len(cells) - len(todo)
     write_matrix_meta(spec, group or spec.group, runs_dir)
     workers = executor.plan() if isinstance(executor, LocalExecutor) else 0
@@ -96,6 +96,16 @@ def run_matrix(
     outcomes = executor.run(todo, Path(runs_dir), wandb_mode, plugins, on_done) if todo else []
     n_workers = min(workers, max(1, len(todo))) if workers else max(1, int(_ray_cpus()))
     return MatrixReport(outcomes, skipped, time.monotonic() - started, n_workers)
+
+
+def estimated_cost(config: Any) -> float:
+    """Sequences × steps of the longest training sequence × the model's relative cost per step."""
+    from memtasks.tasks import get_task
+    from models import MODELS
+
+    task = get_task(config.task, **config.task_params)
+    cost = getattr(MODELS.get(config.model), "relative_cost", 1.0)
+    return config.sequences * task.max_steps(task.train_range[1]) * cost
 
 
 def _ray_cpus() -> float:

@@ -113,7 +113,7 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     assert a["sequences_seen"] == b["sequences_seen"] and a["sequences_to_solve"] == b["sequences_to_solve"]
     rows_a = R.read_jsonl(R.run_dir(tmp_path / "ref", "default", "copy", "lstm", 3) / "metrics.jsonl")
     rows_b = R.read_jsonl(R.run_dir(killed_dir, "default", "copy", "lstm", 3) / "metrics.jsonl")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_time_s"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time_s", "wall_time_s")} for r in rows]  # noqa: E731
     assert strip(rows_a) == strip(rows_b), "no evaluation lost or repeated"
 
 
@@ -199,7 +199,8 @@ def test_config_json_round_trip_and_unknown_keys():
 
 
 def test_family_defaults_from_papers():
-    assert tiny("ntm").optim() == {"optimizer": "rmsprop", "lr": 1e-4, "momentum": 0.9, "clip_value": 10.0, "clip_norm": None}
+    assert tiny("dnc").optim() == {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.9, "clip_value": 10.0, "clip_norm": None}
+    assert tiny("ntm").optim()["clip_value"] == 10.0
     assert tiny("indrnn").optim()["lr"] == 2e-4
     assert tiny("ntm", lr=3e-3).optim()["lr"] == 3e-3
 

@@ -128,6 +128,7 @@ class _Loop:
     last_eval: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
     rows: int = 0  # lines in metrics.jsonl: a resumed run keeps exactly these
+    wall_time: float = 0.0  # seconds of wall time spent in this run so far, across resumes
 
 
 class Trainer:
@@ -220,7 +221,7 @@ class Trainer:
         from memtasks.train.wandb_log import WandbRun
 
         wb = WandbRun.start(self.config, self.dir, self.wandb_mode, resume=checkpoint is not None)
-        started = time.monotonic()
+        started = self._wall_mark = time.monotonic()
         try:
             if model.closed_form:
                 result = self._fit_closed_form(model, wb)
@@ -349,10 +350,14 @@ class Trainer:
             outputs, _ = model(batch.inputs)
             metrics[label] = self.task.metrics(outputs.float(), batch)
         loop.last_eval = metrics
+        now = time.monotonic()
+        loop.wall_time += now - self._wall_mark
+        self._wall_mark = now
         row = {
             "sequences": loop.seen,
             "step": loop.step,
             "train_time_s": round(loop.train_time, 3),
+            "wall_time_s": round(loop.wall_time, 3),
             "curriculum": [curriculum.lo, curriculum.hi],
             "metrics": metrics,
         }
@@ -446,6 +451,9 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------
     def _save_checkpoint(self, model, optimizer, gen, curriculum, loop: _Loop) -> None:
+        now = time.monotonic()
+        loop.wall_time += now - self._wall_mark
+        self._wall_mark = now
         state = {
             "config_digest": self.config.digest(),
             "model": model.state_dict(),

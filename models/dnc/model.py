@@ -1,0 +1,166 @@
+"""The Differentiable Neural Computer (Graves et al. 2016, Nature), registered as ``dnc``.
+
+An LSTM controller reads the input and the previous read vectors, emits an interface
+vector ξ_t that drives one write head and R read heads over an N×W memory, and the output
+combines the controller state with the new read vectors:
+
+    gates_t = W_x x_t + W_rh [r_{t−1}; h_{t−1}] + b      (i, f, o, g order)
+    c_t = σ(f) ⊙ c_{t−1} + σ(i) ⊙ tanh(g)               h_t = σ(o) ⊙ tanh(c_t)
+    ξ_t = W_ξ h_t + b_ξ                                  (cut up in ``interface.py``)
+    memory step t (``memory.py``): u_t, a_t, c^w_t, w^w_t, M_t, L_t, p_t, f_t, b_t, c^r_t, w^r_t, r_t
+    y_t = W_y [h_t; r_t] + b_y
+
+Two implementations of the same equations, chosen per call:
+
+* float32 on CPU (the benchmark's setting), when the C kernels of ``cpu_kernel.py`` can be
+  built: :class:`models.dnc.sequence.KernelSequence`, the whole recurrence as one autograd
+  function with backpropagation through time written out (about 4.5x the sequences per second
+  of the autograd version at batch 32, N = 128, T = 41, one thread);
+* otherwise (GPU, float64, ``cpu_kernel=False``, no compiler): PyTorch operators per step
+  (``step.py``, ``memory.py``), differentiated by autograd.
+
+Both compute W_x x_t + b for all steps in one matmul before the loop and the readout in one
+matmul after it. ``tests/test_dnc.py`` checks that they agree (outputs and gradients) with each
+other and with a step loop written from the equations.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from memtasks.config import check_int
+from models.base import MemoryModel, register_model
+from models.dnc.cpu_kernel import kernel_for
+from models.dnc.interface import interface_size
+from models.dnc.sequence import KernelSequence
+from models.dnc.step import memory_step_torch
+
+
+@dataclass(frozen=True)
+class DNCConfig:
+    hidden_size: int = 100  # units of the LSTM controller
+    memory_slots: int = 128  # N, the number of memory rows
+    memory_width: int = 20  # W, the width of a memory row
+    read_heads: int = 1  # R
+    write_heads: int = 1  # must be 1: the paper's DNC has exactly one write head
+    cpu_kernel: bool = True  # float32 on CPU: use the C kernels when they build (same numbers to rounding)
+
+    def __post_init__(self) -> None:
+        check_int("dnc", "hidden_size", self.hidden_size, 1)
+        check_int("dnc", "memory_slots", self.memory_slots, 1, 65_536)
+        check_int("dnc", "memory_width", self.memory_width, 1)
+        check_int("dnc", "read_heads", self.read_heads, 1, 64)
+        check_int("dnc", "write_heads", self.write_heads)
+        if self.write_heads != 1:
+            raise ValueError(
+                f"dnc.write_heads={self.write_heads!r} is not supported: the DNC of Graves et al. (2016) has "
+                "exactly one write head (its usage, precedence and temporal link matrix are defined for a single "
+                "write weighting); use write_heads=1"
+            )
+        if not isinstance(self.cpu_kernel, bool):
+            raise ValueError(f"dnc.cpu_kernel must be true or false, got {self.cpu_kernel!r}")
+
+
+class DNCState(NamedTuple):
+    """Everything that changes over time, batch first."""
+
+    h: torch.Tensor  # (B, H) controller hidden state
+    c: torch.Tensor  # (B, H) controller cell
+    memory: torch.Tensor  # (B, N, W) M_t
+    usage: torch.Tensor  # (B, N) u_t
+    link: torch.Tensor  # (B, N, N) L_t, zero diagonal
+    precedence: torch.Tensor  # (B, N) p_t
+    write_weighting: torch.Tensor  # (B, N) w^w_t
+    read_weightings: torch.Tensor  # (B, R, N) w^r_t
+    read_vectors: torch.Tensor  # (B, R, W) r_t
+
+
+@register_model("dnc", config=DNCConfig)
+class DNC(MemoryModel):
+    """Differentiable Neural Computer with an LSTM controller, one write head and R read heads."""
+
+    relative_cost = 10.0  # per step, against an LSTM of the same size (bench models, lengths 1-20)
+
+    def __init__(self, d_in: int, d_out: int, config: DNCConfig) -> None:
+        super().__init__(d_in, d_out, config)
+        H, W, R = config.hidden_size, config.memory_width, config.read_heads
+        self.input_proj = nn.Linear(d_in, 4 * H)  # W_x and the gate bias b
+        self.recurrent_weight = nn.Parameter(torch.empty(4 * H, R * W + H))  # W_rh on [r_{t-1}; h_{t-1}]
+        self.interface = nn.Linear(H, interface_size(W, R))
+        self.readout = nn.Linear(H + R * W, d_out)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.config.hidden_size)  # nn.LSTM's initialisation
+        for weight in (self.input_proj.weight, self.input_proj.bias, self.recurrent_weight):
+            nn.init.uniform_(weight, -bound, bound)
+
+    @classmethod
+    def count_params(cls, d_in: int, d_out: int, config: DNCConfig) -> int:
+        H, W, R = config.hidden_size, config.memory_width, config.read_heads
+        controller = 4 * H * (d_in + 1) + 4 * H * (R * W + H)
+        return controller + (H + 1) * interface_size(W, R) + (H + R * W + 1) * d_out
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> DNCState:
+        cfg = self.config
+        B, H, N, W, R = batch_size, cfg.hidden_size, cfg.memory_slots, cfg.memory_width, cfg.read_heads
+        dtype = self.recurrent_weight.dtype
+        z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
+        return DNCState(z(B, H), z(B, H), z(B, N, W), z(B, N), z(B, N, N), z(B, N), z(B, N), z(B, R, N), z(B, R, W))
+
+    def forward(self, x: torch.Tensor, state: DNCState | None = None) -> tuple[torch.Tensor, DNCState]:
+        """x ``(B, T, d_in)`` -> y ``(B, T, d_out)`` and the state after the last step."""
+        self.check_input(x)
+        B, T, _ = x.shape
+        if state is None:
+            state = self.initial_state(B, x.device)
+        state = self._check_state(state, B)
+        if T == 0:
+            return x.new_zeros(B, 0, self.d_out), state
+        lib = kernel_for(x, self.config.cpu_kernel)
+        x_proj = self.input_proj(x)  # W_x x_t + b for every step in one matmul, (B, T, 4H)
+        if lib is not None:
+            hs, rs, *final = KernelSequence.apply(
+                lib, x_proj, self.recurrent_weight, self.interface.weight, self.interface.bias, *state
+            )  # (T, B, H), (T, B, R, W), final state
+            y = self.readout(torch.cat([hs, rs.flatten(2)], dim=-1))  # (T, B, d_out)
+            return y.transpose(0, 1).contiguous(), DNCState(*final)
+        return self._forward_torch(x_proj, state)
+
+    def _check_state(self, state: DNCState, batch_size: int) -> DNCState:
+        """The state as a DNCState, every tensor of the shape ``initial_state`` gives (the C kernels trust them)."""
+        state = DNCState(*state)
+        cfg = self.config
+        H, N, W, R = cfg.hidden_size, cfg.memory_slots, cfg.memory_width, cfg.read_heads
+        shapes = ((H,), (H,), (N, W), (N,), (N, N), (N,), (N,), (R, N), (R, W))
+        for name, tensor, shape in zip(DNCState._fields, state, shapes):
+            if tuple(tensor.shape) != (batch_size, *shape):
+                raise ValueError(
+                    f"model 'dnc': state.{name} must have shape {(batch_size, *shape)}, got {tuple(tensor.shape)}"
+                )
+        return state
+
+    def _forward_torch(self, x_proj: torch.Tensor, state: DNCState) -> tuple[torch.Tensor, DNCState]:
+        """The same recurrence from PyTorch operators, differentiated by autograd (GPU, float64, no C compiler)."""
+        H = self.config.hidden_size
+        h, c, memory, usage, link, precedence, w_write, w_read, reads = state
+        hs: list[torch.Tensor] = []
+        rs: list[torch.Tensor] = []
+        recurrent_t = self.recurrent_weight.t()
+        for x_t in x_proj.unbind(1):
+            gates = torch.addmm(x_t, torch.cat([reads.flatten(1), h], dim=1), recurrent_t)  # (B, 4H)
+            sig = torch.sigmoid(gates[:, : 3 * H])
+            i, f, o = sig.chunk(3, dim=1)
+            c = torch.addcmul(f * c, i, torch.tanh(gates[:, 3 * H :]))
+            h = o * torch.tanh(c)
+            memory, usage, link, precedence, w_write, w_read, reads = memory_step_torch(
+                self.interface(h), memory, usage, link, precedence, w_write, w_read
+            )
+            hs.append(h)
+            rs.append(reads.flatten(1))
+        y = self.readout(torch.cat([torch.stack(hs, 1), torch.stack(rs, 1)], dim=-1))  # (B, T, d_out)
+        return y, DNCState(h, c, memory, usage, link, precedence, w_write, w_read, reads)

@@ -66,6 +66,7 @@ def bench_models(
     steps: int = 10,
     device: str = "cpu",
     hparams: dict[str, dict[str, Any]] | None = None,
+    reference: bool = True,
 ) -> list[dict[str, Any]]:
     """Training throughput (forward + backward + optimiser step) on copy, lengths 1–20.
 
@@ -78,7 +79,7 @@ def bench_models(
 
     task = get_task("copy")
     names = models or [m for m in list_models() if m != "esn"]
-    if "lstm" not in names:
+    if reference and "lstm" not in names:
         names = ["lstm", *names]
     dev = torch.device(device)
     rows = []
@@ -116,7 +117,8 @@ def bench_models(
                 "seq_per_s_len_20": round(steps * batch_size / t_fix, 1),
             }
         )
-    ref = next(r for r in rows if r["model"] == "lstm")
+    ref = next((r for r in rows if r["model"] == "lstm"), None)
     for r in rows:
-        r["ratio_to_lstm"] = round(r["seq_per_s_len_1_20"] / ref["seq_per_s_len_1_20"], 3)
+        if ref is not None:
+            r["ratio_to_lstm"] = round(r["seq_per_s_len_1_20"] / ref["seq_per_s_len_1_20"], 3)
     return rows

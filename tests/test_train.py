@@ -219,3 +219,16 @@ def test_cli_train_prints_progress_lines(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "eval @ 256 seq" in out.stderr  # line-based when not on a terminal
     assert "status=ok" in out.stdout and "seq_accuracy" in out.stdout
+
+
+def test_a_run_being_trained_elsewhere_is_not_touched(tmp_path):
+    import fcntl
+
+    folder = R.run_dir(tmp_path, "default", "copy", "lstm", 0)
+    folder.mkdir(parents=True)
+    with open(folder / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RunError, match="another process"):
+            train(tiny(), tmp_path, wandb_mode="disabled")
+    assert not (folder / "result.json").exists()
+    assert train(tiny(), tmp_path, wandb_mode="disabled")["status"] == "ok"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -78,9 +79,23 @@ def run_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: t
     }
 
 
+def _die_with_parent() -> None:
+    """Linux: end this worker when the driver dies, so a killed matrix leaves no orphan
+    training the same run folder as the next invocation."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _init_worker(threads: int, gpu_queue: Any) -> None:
     import torch
 
+    _die_with_parent()
     torch.set_num_threads(threads)
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())

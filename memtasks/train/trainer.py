@@ -211,6 +211,11 @@ class Trainer:
                     "use --force to replace it or another --group"
                 )
 
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with _RunLock(self.dir):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict[str, Any]:
         if self.device.type == "cpu":
             torch.set_num_threads(self.config.threads)
         model = make_model(self.config, self.task).to(self.device)
@@ -494,6 +499,31 @@ class Trainer:
         tmp = self.metrics_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         os.replace(tmp, self.metrics_path)
+
+
+class _RunLock:
+    """An exclusive lock on a run folder: two processes never train the same run at once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".lock"
+        self.handle: Any = None
+
+    def __enter__(self) -> "_RunLock":
+        import fcntl
+
+        self.handle = open(self.path, "a")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise RunError(f"{self.path.parent} is being trained by another process; wait for it or stop it") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
 
 
 def _try_compile(model: torch.nn.Module) -> Any:

@@ -5,19 +5,13 @@ from dataclasses import dataclass
 
 import torch
 
-from memtasks.tasks.base import Batch, Task, register_task
-from memtasks.tasks.delayed_xor import (
-    draw_marker_layout,
-    longest_steps,
-    marked_values,
-    marker_batch,
-    validate_marker_lengths,
-)
+from memtasks.tasks.base import register_task
+from memtasks.tasks.delayed_xor import MarkedPairTask
 
 
 @register_task("adding")
 @dataclass(frozen=True)
-class Adding(Task):
+class Adding(MarkedPairTask):
     """Output the sum of two marked real numbers of a long random stream, at its last step.
 
     The layout is that of ``delayed_xor`` with real values: each sequence of base length T0 has
@@ -54,31 +48,8 @@ class Adding(Task):
     base_length: int = 100
     generalise: tuple[int, ...] = (200, 500, 1000, 5000)
 
-    def validate(self) -> None:
-        validate_marker_lengths(self.name, self.base_length, self.generalise)
+    def _channel_values(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, device=generator.device)
 
-    @property
-    def d_in(self) -> int:
-        return 3
-
-    @property
-    def d_out(self) -> int:
-        return 1
-
-    @property
-    def train_range(self) -> tuple[int, int]:
-        return (self.base_length, self.base_length)
-
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
-    def max_steps(self, length: int) -> int:
-        return longest_steps(length)
-
-    def _generate(self, lengths: torch.Tensor, generator: torch.Generator) -> Batch:
-        layout = draw_marker_layout(lengths, generator, self.name)
-        T = int(layout.steps.max())
-        values = torch.rand(lengths.shape[0], T, generator=generator, device=generator.device)
-        a, b = marked_values(values, layout)
-        return marker_batch(values, a + b, layout, lengths)
+    def _answer(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b

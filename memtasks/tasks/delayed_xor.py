@@ -98,9 +98,56 @@ def marker_batch(
     return Batch(inputs, targets, mask, base_lengths, {"steps": layout.steps})
 
 
+@dataclass(frozen=True)
+class MarkedPairTask(Task):
+    """Shared declarations of the two-marker tasks (``delayed_xor``, ``adding``).
+
+    A subclass sets the defaults of ``base_length`` and ``generalise`` and implements
+    ``_channel_values`` (what channel 0 carries) and ``_answer`` (the target from the two marked
+    values). Not registered itself.
+    """
+
+    base_length: int = 50
+    generalise: tuple[int, ...] = ()
+
+    def validate(self) -> None:
+        validate_marker_lengths(self.name, self.base_length, self.generalise)
+
+    @property
+    def d_in(self) -> int:
+        return 3
+
+    @property
+    def d_out(self) -> int:
+        return 1
+
+    @property
+    def train_range(self) -> tuple[int, int]:
+        return (self.base_length, self.base_length)
+
+    @property
+    def generalisation_lengths(self) -> tuple[int, ...]:
+        return tuple(self.generalise)
+
+    def max_steps(self, length: int) -> int:
+        return longest_steps(length)
+
+    def _channel_values(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _answer(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _generate(self, lengths: torch.Tensor, generator: torch.Generator) -> Batch:
+        layout = draw_marker_layout(lengths, generator, self.name)
+        values = self._channel_values((lengths.shape[0], int(layout.steps.max())), generator)  # (B, T)
+        a, b = marked_values(values, layout)
+        return marker_batch(values, self._answer(a, b), layout, lengths)
+
+
 @register_task("delayed_xor")
 @dataclass(frozen=True)
-class DelayedXor(Task):
+class DelayedXor(MarkedPairTask):
     """Output the XOR of two marked bits of a long random bit stream, at its last step.
 
     Each sequence of base length T0 has its own number of steps T, uniform in
@@ -130,34 +177,11 @@ class DelayedXor(Task):
     base_length: int = 50
     generalise: tuple[int, ...] = (100, 200, 500, 1000)
 
-    def validate(self) -> None:
-        validate_marker_lengths(self.name, self.base_length, self.generalise)
+    def _channel_values(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, 2, shape, generator=generator, device=generator.device).float()
 
-    @property
-    def d_in(self) -> int:
-        return 3
-
-    @property
-    def d_out(self) -> int:
-        return 1
-
-    @property
-    def train_range(self) -> tuple[int, int]:
-        return (self.base_length, self.base_length)
-
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
-    def max_steps(self, length: int) -> int:
-        return longest_steps(length)
-
-    def _generate(self, lengths: torch.Tensor, generator: torch.Generator) -> Batch:
-        layout = draw_marker_layout(lengths, generator, self.name)
-        T = int(layout.steps.max())
-        bits = torch.randint(0, 2, (lengths.shape[0], T), generator=generator, device=generator.device)
-        a, b = marked_values(bits, layout)
-        return marker_batch(bits.float(), a ^ b, layout, lengths)
+    def _answer(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a != b).float()  # XOR of two 0/1 values
 
 
 def validate_marker_lengths(owner: str, base_length: int, generalise: tuple[int, ...]) -> None:

@@ -232,3 +232,10 @@ def test_a_run_being_trained_elsewhere_is_not_touched(tmp_path):
             train(tiny(), tmp_path, wandb_mode="disabled")
     assert not (folder / "result.json").exists()
     assert train(tiny(), tmp_path, wandb_mode="disabled")["status"] == "ok"
+
+
+def test_a_folder_of_another_configuration_is_not_mixed_in(tmp_path):
+    train(tiny(), tmp_path, wandb_mode="disabled")
+    with pytest.raises(RunError, match="different configuration"):
+        train(tiny(lr=0.5), tmp_path, wandb_mode="disabled")
+    assert train(tiny(lr=0.5), tmp_path, wandb_mode="disabled", force=True)["status"] in ("ok", "diverged")

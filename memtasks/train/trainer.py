@@ -148,8 +148,6 @@ class Trainer:
         self.progress = progress
         self.task = make_task(config)
         self.device = pick_device(config.device)
-        if config.sequences < 0:
-            raise RunError("sequences must be >= 0")
 
     # --- paths ---------------------------------------------------------------------------
     @property
@@ -165,19 +163,22 @@ class Trainer:
         return self.dir / "metrics.jsonl"
 
     def finished(self) -> dict[str, Any] | None:
-        """The existing result of this exact config, or None. A result of another config is an error."""
+        """The existing final result (status ok or diverged) of this run, or None."""
         if not self.result_path.exists():
             return None
         result = R.read_result(self.result_path)
         if result["status"] == "failed":
             return None  # a failed run is retried; ok and diverged runs are final
+        return result
+
+    def _check_same_config(self) -> None:
+        """A folder that holds a run of another configuration is never silently mixed in."""
         stored = self._stored_config()
         if stored is not None and stored.identity() != self.config.identity():
             raise RunError(
-                f"{self.dir} already holds a finished run of a different configuration; "
+                f"{self.dir} holds a run of a different configuration; "
                 "use --force to replace it or another --group"
             )
-        return result
 
     def _stored_config(self) -> RunConfig | None:
         path = self.dir / "config.json"
@@ -201,15 +202,10 @@ class Trainer:
             for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "config.json"):
                 (self.dir / name).unlink(missing_ok=True)
         else:
+            self._check_same_config()
             done = self.finished()
             if done is not None:
                 return done
-            stored = self._stored_config()
-            if stored is not None and stored.identity() != self.config.identity():
-                raise RunError(
-                    f"{self.dir} holds an unfinished run of a different configuration; "
-                    "use --force to replace it or another --group"
-                )
 
         self.dir.mkdir(parents=True, exist_ok=True)
         with _RunLock(self.dir):
@@ -220,7 +216,6 @@ class Trainer:
             torch.set_num_threads(self.config.threads)
         model = make_model(self.config, self.task).to(self.device)
         checkpoint = self._load_checkpoint()  # validated before anything is written
-        self.dir.mkdir(parents=True, exist_ok=True)
         self._write_config(model)
 
         from memtasks.train.wandb_log import WandbRun
@@ -256,7 +251,7 @@ class Trainer:
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            gen.set_state(checkpoint["generator"].to(gen.device) if gen.device.type != "cpu" else checkpoint["generator"])
+            gen.set_state(checkpoint["generator"].cpu())  # generator states are CPU byte tensors on every device
             curriculum.load_state_dict(checkpoint["curriculum"])
             loop = _Loop(**checkpoint["loop"])
             self._truncate_metrics(loop.rows)

@@ -38,6 +38,11 @@ class CellOutcome:
     cpu_seconds: float = 0.0
     result: dict[str, Any] | None = None
 
+    @classmethod
+    def from_output(cls, config: RunConfig, out: dict[str, Any]) -> "CellOutcome":
+        """From the dict :func:`run_cell` returns."""
+        return cls(config, out["status"], out["error"], out["seconds"], out["cpu_seconds"], out["result"])
+
     @property
     def label(self) -> str:
         c = self.config
@@ -142,8 +147,7 @@ class LocalExecutor:
                 running -= 1
                 cfg = futures[fut]
                 try:
-                    out = fut.result()
-                    outcome = CellOutcome(cfg, out["status"], out["error"], out["seconds"], out["cpu_seconds"], out["result"])
+                    outcome = CellOutcome.from_output(cfg, fut.result())
                 except Exception as exc:  # the worker process itself died
                     outcome = CellOutcome(cfg, "failed", f"worker died: {type(exc).__name__}: {exc}")
                 outcomes.append(outcome)
@@ -198,7 +202,7 @@ class RayExecutor:
                 try:
                     out = ray.get(ref)
                     self._write_files(cfg, runs_dir, out.get("files", {}))
-                    outcome = CellOutcome(cfg, out["status"], out["error"], out["seconds"], out["cpu_seconds"], out["result"])
+                    outcome = CellOutcome.from_output(cfg, out)
                 except Exception as exc:
                     outcome = CellOutcome(cfg, "failed", f"ray task failed: {type(exc).__name__}: {exc}")
                 outcomes.append(outcome)

@@ -86,10 +86,6 @@ class AssociativeRecall(Task):
     def train_range(self) -> tuple[int, int]:
         return (self.min_items, self.max_items)
 
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
     def max_steps(self, length: int) -> int:
         return (length + 2) * (self.item_size + 1)
 

@@ -4,7 +4,8 @@ REQUIRED of a task subclass
     * be a ``@dataclass(frozen=True)`` subclass of :class:`Task`, registered with
       ``@register_task("name")``; its fields are its parameters, each with a default;
     * ``d_in`` / ``d_out`` properties, ``train_range`` (inclusive ``(lo, hi)`` of the
-      ``length`` parameter), ``generalisation_lengths``;
+      ``length`` parameter), and a ``generalise`` field (or a ``generalisation_lengths``
+      property) naming the lengths evaluated for generalisation;
     * ``_generate(lengths, generator, **overrides) -> Batch`` that builds the batch for the
       given per-sequence lengths, drawing every random number from ``generator`` on
       ``generator.device`` with no per-sequence Python loop;
@@ -114,7 +115,8 @@ class Task:
 
     @property
     def generalisation_lengths(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        """The lengths evaluated for generalisation: the task's ``generalise`` field by convention."""
+        return tuple(getattr(self, "generalise", ()))
 
     def max_steps(self, length: int) -> int:
         raise NotImplementedError

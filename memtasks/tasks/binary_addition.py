@@ -104,10 +104,6 @@ class BinaryAddition(Task):
     def train_range(self) -> tuple[int, int]:
         return (self.min_bits, self.max_bits)
 
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
     def max_steps(self, length: int) -> int:
         return 3 * length + 3 if self.mode == "sequential" else length + 1
 

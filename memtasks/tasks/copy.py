@@ -60,10 +60,6 @@ class Copy(Task):
     def train_range(self) -> tuple[int, int]:
         return (self.min_length, self.max_length)
 
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
     def max_steps(self, length: int) -> int:
         return 2 * length + 1
 

@@ -125,10 +125,6 @@ class MarkedPairTask(Task):
     def train_range(self) -> tuple[int, int]:
         return (self.base_length, self.base_length)
 
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
     def max_steps(self, length: int) -> int:
         return longest_steps(length)
 

@@ -140,10 +140,6 @@ class DynamicNgrams(Task):
     def train_range(self) -> tuple[int, int]:
         return (self.num_bits, self.num_bits)
 
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
     def max_steps(self, length: int) -> int:
         return length - 1
 

@@ -84,10 +84,6 @@ class PrioritySort(Task):
     def train_range(self) -> tuple[int, int]:
         return (self.min_inputs, self.max_inputs)
 
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
     def max_steps(self, length: int) -> int:
         return length + 1 + int(n_outputs(length))
 

@@ -83,10 +83,6 @@ class RepeatCopy(Task):
     def train_range(self) -> tuple[int, int]:
         return (self.min_length, self.max_length)
 
-    @property
-    def generalisation_lengths(self) -> tuple[int, ...]:
-        return tuple(self.generalise)
-
     def max_steps(self, length: int) -> int:
         return (self.max_repeats + 1) * length + 3
 

@@ -82,8 +82,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     util = report.utilisation()
     util_s = f", CPU utilisation {util:.0%} of {report.workers} workers" if util is not None else ""
     print(f"summary: {counts}; wall {report.wall_s:.0f}s{util_s}")
-    summary_path = Path(args.runs_dir) / (args.group or spec.group) / "matrix_summary.json"
-    summary_path.write_text(summary_json(report) + "\n")
+    if report.outcomes:  # an invocation that only skipped finished cells keeps the last real summary
+        summary_path = Path(args.runs_dir) / (args.group or spec.group) / "matrix_summary.json"
+        summary_path.write_text(summary_json(report) + "\n")
     if report.failed:
         print("failed cells: " + ", ".join(o.label for o in report.failed), file=sys.stderr)
         return 1

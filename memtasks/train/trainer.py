@@ -9,6 +9,7 @@ same config resumes from the checkpoint and reaches the same result as an uninte
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -101,7 +102,10 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"])
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The checkout's commit, read once per process: a long-lived matrix worker keeps the code
+    it imported, so later commits must not be attributed to its runs."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -6,6 +6,7 @@ asked otherwise.
 """
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -21,7 +22,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     return {
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "memtasks": memtasks.__version__,

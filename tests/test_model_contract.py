@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy as _copy
+import gc
 
 import pytest
 import torch
@@ -106,6 +107,28 @@ def test_gradients_reach_every_trainable_parameter(name):
         assert [n for n, p in m.named_parameters() if p.requires_grad] == ["readout.weight", "readout.bias"] or all(
             n.startswith("readout") for n, p in m.named_parameters() if p.requires_grad
         )
+
+
+def test_a_training_step_leaves_no_tensor_in_a_reference_cycle(name):
+    """What a step allocates is freed when its last reference goes, not when the garbage collector next
+    runs: a cycle through an autograd node (an output kept on ``ctx``) would hold every buffer of the
+    step, megabytes for the memory models, until then."""
+    m = small(name)
+    x = torch.randn(3, 9, D_IN)  # longer than the DNC kernel's checkpoint segment
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        y, state = m(x)
+        y.pow(2).mean().backward()
+        del y, state
+        gc.collect()
+        cycled = [o for o in gc.garbage if isinstance(o, torch.Tensor)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not cycled, f"{name}: {len(cycled)} tensors of a training step sit in reference cycles"
 
 
 def test_deterministic_under_seed(name):

@@ -59,7 +59,9 @@ SOURCE = r"""
  *   read       c^r_i = C(M_t, k^r_i, beta^r_i);  w^r_i = pi_i0 b^i + pi_i1 c^r_i + pi_i2 f^i;  r_i = M_t^T w^r_i
  * C(M, k, beta)[n] = softmax_n(beta k.M[n] / (|k|_e |M[n]|_e)),  |x|_e = sqrt(sum x^2 + EPS).
  * The backward is the exact gradient of the above (none through the sort order); it recomputes
- * the rows of L_t instead of reading them back. */
+ * the rows of L_t instead of reading them back. Each element of L_t (and of dL_{t-1}) is computed
+ * from the same element of L_{t-1} (of dL_t) alone, so Ln may be L and gL may be gLn: the caller
+ * updates one link buffer in place, which stays in cache, instead of writing a new 2 MB a step. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,9 +178,11 @@ static void content(const float *M, const float *nrm, const float *key, float be
     const float nk = snorm(key, W);
     slot_dots(M, N, W, key, sim);
     float mx = -INFINITY;
+    #pragma omp simd reduction(max : mx)
     for (long n = 0; n < N; ++n) {
         sim[n] = sim[n] / (nk * nrm[n]);
-        mx = fmaxf(mx, beta * sim[n]);
+        const float v = beta * sim[n];
+        mx = v > mx ? v : mx;
     }
     float tot = 0.0f;
     #pragma omp simd reduction(+ : tot)
@@ -251,7 +255,9 @@ static void link_forward(const float *Lb, const float *w, const float *p, const 
     }
 }
 
-/* the same for one read head, four rows at a time: the column vectors are loaded once per block */
+/* the same for one read head, four rows at a time: the column vectors are loaded once per block. The
+ * loop computes the diagonal entries like any other (a per-element test for j == i would cost more
+ * than the arithmetic); after it they are set to zero and what they added to f and b is taken back. */
 static void link_forward_1(const float *Lb, const float *w, const float *p, const float *r, long N, float *O,
                            float *fw, float *bk) {
     memset(bk, 0, sizeof(float) * N);
@@ -266,15 +272,21 @@ static void link_forward_1(const float *Lb, const float *w, const float *p, cons
         #pragma omp simd reduction(+ : f0, f1, f2, f3)
         for (long j = 0; j < N; ++j) {
             const float wj = w[j], pj = p[j], rj = r[j];
-            const float o0 = (j == i) ? 0.0f : (a0 - wj) * L0[j] + w0 * pj;
-            const float o1 = (j == i + 1) ? 0.0f : (a1 - wj) * L1[j] + w1 * pj;
-            const float o2 = (j == i + 2) ? 0.0f : (a2 - wj) * L2[j] + w2 * pj;
-            const float o3 = (j == i + 3) ? 0.0f : (a3 - wj) * L3[j] + w3 * pj;
+            const float o0 = (a0 - wj) * L0[j] + w0 * pj;
+            const float o1 = (a1 - wj) * L1[j] + w1 * pj;
+            const float o2 = (a2 - wj) * L2[j] + w2 * pj;
+            const float o3 = (a3 - wj) * L3[j] + w3 * pj;
             O0[j] = o0; O1[j] = o1; O2[j] = o2; O3[j] = o3;
             f0 += o0 * rj; f1 += o1 * rj; f2 += o2 * rj; f3 += o3 * rj;
             bk[j] += r0 * o0 + r1 * o1 + r2 * o2 + r3 * o3;
         }
         fw[i] = f0; fw[i + 1] = f1; fw[i + 2] = f2; fw[i + 3] = f3;
+        for (long d = i; d < i + 4; ++d) { /* L_t[d,d] = 0 */
+            const float o = O[d * N + d];
+            O[d * N + d] = 0.0f;
+            fw[d] -= o * r[d];
+            bk[d] -= r[d] * o;
+        }
     }
     for (; i < N; ++i) {
         const float *Li = Lb + i * N;
@@ -343,11 +355,26 @@ static void link_backward(const float *gnew, const float *gf, const float *gb, c
 
 /* the same for one read head, four rows at a time */
 #define LINK_BWD_ROW(k)                                                                            \
-    const float g##k = (j == i + k) ? 0.0f : G##k[j] + gf##k * rj + r##k * gbj;                    \
+    const float g##k = G##k[j] + gf##k * rj + r##k * gbj;                                          \
     const float l##k = L##k[j], d##k = a##k - wj;                                                  \
-    const float n##k = (j == i + k) ? 0.0f : d##k * l##k + w##k * pj;                              \
+    const float n##k = d##k * l##k + w##k * pj;                                                    \
     ar##k += gbj * n##k;                                                                           \
     aw##k += g##k * (pj - l##k);
+
+/* what LINK_BWD_ROW(k) and the sums after it added for the diagonal entry (i + k, i + k), whose
+ * gradient is zero because L_t's diagonal is set to zero: taken back after the unmasked loop */
+#define LINK_BWD_DIAG(k)                                                                           \
+    {                                                                                              \
+        const long d = i + k;                                                                      \
+        const float g = gd##k + gf##k * r[d] + r##k * gb[d];                                       \
+        const float lv = L##k[d], nv = (a##k - w[d]) * lv + w##k * p[d];                           \
+        ar##k -= gb[d] * nv;                                                                       \
+        aw##k -= g * (p[d] - lv);                                                                  \
+        gr[d] -= gf##k * nv;                                                                       \
+        gp[d] -= w##k * g;                                                                         \
+        gw[d] += g * lv;                                                                           \
+        if (gL) gL[d * N + d] = 0.0f;                                                              \
+    }
 
 static const float zeros_row[4096];
 
@@ -364,6 +391,8 @@ static void link_backward_1(const float *gnew, const float *gf, const float *gb,
             const float r0 = r[i], r1 = r[i + 1], r2 = r[i + 2], r3 = r[i + 3];
             const float gf0 = gf[i], gf1 = gf[i + 1], gf2 = gf[i + 2], gf3 = gf[i + 3];
             float ar0 = 0.0f, ar1 = 0.0f, ar2 = 0.0f, ar3 = 0.0f, aw0 = 0.0f, aw1 = 0.0f, aw2 = 0.0f, aw3 = 0.0f;
+            /* read before the loop: gL may be gnew itself (updated in place) */
+            const float gd0 = G0[i], gd1 = G1[i + 1], gd2 = G2[i + 2], gd3 = G3[i + 3];
             if (gL) {
                 float *D0 = gL + i * N, *D1 = D0 + N, *D2 = D1 + N, *D3 = D2 + N;
                 #pragma omp simd reduction(+ : ar0, ar1, ar2, ar3, aw0, aw1, aw2, aw3)
@@ -385,6 +414,7 @@ static void link_backward_1(const float *gnew, const float *gf, const float *gb,
                     gw[j] -= g0 * l0 + g1 * l1 + g2 * l2 + g3 * l3;
                 }
             }
+            LINK_BWD_DIAG(0) LINK_BWD_DIAG(1) LINK_BWD_DIAG(2) LINK_BWD_DIAG(3)
             gr[i] += ar0; gr[i + 1] += ar1; gr[i + 2] += ar2; gr[i + 3] += ar3;
             gw[i] += aw0; gw[i + 1] += aw1; gw[i + 2] += aw2; gw[i + 3] += aw3;
         }
@@ -725,7 +755,8 @@ void dnc_link_update(long B, long N, const float *L, const float *w, const float
             float *Oi = O + i * N;
             const float a = 1.0f - wb[i], wi = wb[i];
             #pragma omp simd
-            for (long j = 0; j < N; ++j) Oi[j] = (j == i) ? 0.0f : (a - wb[j]) * Li[j] + wi * pb[j];
+            for (long j = 0; j < N; ++j) Oi[j] = (a - wb[j]) * Li[j] + wi * pb[j];
+            Oi[i] = 0.0f;
         }
     }
 }

@@ -90,10 +90,11 @@ class KernelSequence(torch.autograd.Function):
         w_reads = new(TT, B, R, N)
         hs = new(T, B, H)  # outputs: every step
         reads = new(T + 1, B, R, W)
-        # L_t: every CHECKPOINT-th one (and the last) is kept; the others go to two scratch buffers that
-        # stay in cache, and the backward recomputes them segment by segment from the kept ones
+        # L_t: every CHECKPOINT-th one (and the last) is kept; the others are updated in place in one
+        # scratch buffer that stays in cache, and the backward recomputes them segment by segment from
+        # the kept ones
         links: list[torch.Tensor | None] = [link0.contiguous()] + [None] * T
-        ring = (torch.empty_like(links[0]), torch.empty_like(links[0])) if T > 1 else ()
+        scratch = torch.empty_like(links[0]) if T > 1 else None
         cs[0] = c0
         mems[0] = memory0.transpose(1, 2)
         usages[0], precs[0], w_writes[0], w_reads[0], reads[0] = usage0, precedence0, w_write0, w_read0, reads0
@@ -115,7 +116,7 @@ class KernelSequence(torch.autograd.Function):
             lstm_fwd(B, H, gates.data_ptr(), p_c + a * s_h, p_act + k * s_act, p_c + b * s_h, p_h + t * s_h)
             torch.addmm(b_xi, hs[t], w_xi_t, out=xis[k])
             keep = (train and (t + 1) % CHECKPOINT == 0) or t + 1 == T
-            links[t + 1] = torch.empty_like(links[0]) if keep else ring[t % 2]
+            links[t + 1] = torch.empty_like(links[0]) if keep else scratch  # in place when links[t] is too
             step_fwd(
                 B, N, W, R,
                 p_xi + k * s_xi, p_mem + a * s_mem, p_use + a * s_n, links[t].data_ptr(), p_prec + a * s_n,
@@ -131,7 +132,9 @@ class KernelSequence(torch.autograd.Function):
         ctx.lib = lib
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)
-        ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, links[1:])
+        # L_T is an output and the backward never reads it: holding it here would make a reference cycle
+        # (output -> grad_fn -> ctx -> output) that keeps every buffer alive until the garbage collector runs
+        ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, links[1:T])
         ctx.save_for_backward(w_rh, w_xi, links[0], hs)  # inputs and outputs: autograd checks their versions
         last = T if train else T % 2
         final = (
@@ -154,7 +157,7 @@ class KernelSequence(torch.autograd.Function):
         RW = R * W
         z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, kept = ctx.buffers
         w_rh, w_xi, link0, hs = ctx.saved_tensors
-        links = [link0, *kept]  # a copy: the backward may run again (retain_graph)
+        links = [link0, *kept, None]  # a copy: the backward may run again (retain_graph)
         new = hs.new_empty
         g_h, g_c, g_mem, g_use, g_link, g_prec, g_ww, g_wr, g_r = (
             None if g is None else g.contiguous() for g in g_final
@@ -175,6 +178,7 @@ class KernelSequence(torch.autograd.Function):
         s_xi, s_sv, s_act, s_h = B * S * _F32, saved[0].numel() * _F32, B * 4 * H * _F32, B * H * _F32
         ptr = _ptr
         segment: list[torch.Tensor] = []
+        g_link_buffer: torch.Tensor | None = None
         for t in reversed(range(T)):
             if links[t] is None:  # recompute this segment's L's from its checkpoint
                 start = t - t % CHECKPOINT
@@ -192,7 +196,12 @@ class KernelSequence(torch.autograd.Function):
                 g_read = g_read.contiguous()
             g_mem_p, g_use_p, g_prec_p, g_ww_p = new(B, W, N), new(B, N), new(B, N), new(B, N)
             g_wr_p = new(B, R, N)
-            g_link_p = new(B, N, N) if (t > 0 or need_link0) else None
+            if t > 0 or need_link0:  # ∂L_{t-1}, in place over ∂L_t after the first step (never over g_final's)
+                if g_link_buffer is None:
+                    g_link_buffer = new(B, N, N)
+                g_link_p = g_link_buffer
+            else:
+                g_link_p = None
             step_bwd(
                 B, N, W, R,
                 p_xi + t * s_xi, p_mem + t * s_mem, p_use + t * s_n, links[t].data_ptr(), p_prec + t * s_n,

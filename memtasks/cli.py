@@ -164,6 +164,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- capacity ----------------------------------------------------------------------------
+def cmd_capacity(args: argparse.Namespace) -> int:
+    import statistics
+
+    import torch
+
+    from memtasks.capacity import memory_capacity
+
+    _plugins(args.plugin)
+    torch.set_num_threads(args.threads)
+    hparams = {"input_scaling": args.input_scaling, "spectral_radius": args.spectral_radius}
+    runs = [
+        memory_capacity(n, seed=s, model=args.model, input_range=args.input_range, **hparams)
+        for n in args.sizes
+        for s in args.seeds
+    ]
+    table = []
+    for n in args.sizes:
+        mc = [r["memory_capacity"] for r in runs if r["reservoir_size"] == n]
+        table.append(
+            {
+                "reservoir_size": n,
+                "seeds": len(mc),
+                "memory_capacity": round(statistics.mean(mc), 2),
+                "std": round(statistics.stdev(mc), 2) if len(mc) > 1 else 0.0,
+                "capacity_per_unit": round(statistics.mean(mc) / n, 3),
+                "bound_holds": all(v <= n for v in mc),
+            }
+        )
+    print(f"model={args.model} input=U(-{args.input_range}, {args.input_range}) " + " ".join(f"{k}={v}" for k, v in hparams.items()))
+    print(tabulate(table, headers="keys", tablefmt="github"))
+    if args.json:
+        from memtasks.bench import machine_info
+
+        doc = {"info": machine_info(args.threads), "hparams": hparams, "table": table, "runs": runs}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memtasks", description="Benchmark memory in recurrent and memory-augmented networks.")
@@ -212,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     plugin_arg(sp)
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("capacity", help="linear short-term memory capacity of a reservoir (Jaeger 2002) against its size")
+    sp.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200, 400], help="reservoir sizes N")
+    sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sp.add_argument("--model", default="esn", help="a registered model with reservoir_states() (default: esn)")
+    sp.add_argument("--input-range", type=float, default=0.5, dest="input_range", help="u(n) ~ U(-a, a)")
+    sp.add_argument("--input-scaling", type=float, default=1.0, dest="input_scaling", help="the reservoir's W_in scale")
+    sp.add_argument("--spectral-radius", type=float, default=0.95, dest="spectral_radius")
+    sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--json", metavar="FILE", help="also write the table and every run as JSON")
+    plugin_arg(sp)
+    sp.set_defaults(func=cmd_capacity)
 
     try:
         from memtasks.matrix.cli import add_commands

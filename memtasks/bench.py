@@ -63,7 +63,7 @@ def bench_tasks(batch_size: int = 256, repeats: int = 7, tasks: list[str] | None
 def bench_models(
     models: list[str] | None = None,
     batch_size: int = 32,
-    repeats: int = 5,
+    repeats: int = 7,
     steps: int = 10,
     device: str = "cpu",
     hparams: dict[str, dict[str, Any]] | None = None,
@@ -73,6 +73,9 @@ def bench_models(
 
     Two figures per model: lengths drawn per batch from 1–20 (as training does), and the
     fixed longest length 20 (T = 41). ``ratio_to_lstm`` divides by ``lstm`` in the same run.
+    Each figure is the median of ``repeats`` timings of ``steps`` training steps after one
+    warm-up; the repeats go round robin over the models, so that a slow spell of a shared
+    machine falls on every model alike.
     """
     from memtasks.train.config import RunConfig
     from memtasks.train.trainer import make_optimizer
@@ -83,7 +86,7 @@ def bench_models(
     if reference and "lstm" not in names:
         names = ["lstm", *names]
     dev = torch.device(device)
-    rows = []
+    cases = []
     for name in names:
         model = build_model(name, task.d_in, task.d_out, **(hparams or {}).get(name, {})).to(dev)
         opt = make_optimizer(RunConfig(task="copy", model=name), model)
@@ -92,7 +95,7 @@ def bench_models(
         fixed = [task.sample(batch_size, g, length=20, device=dev) for _ in range(2)]
         varied = [task.sample(batch_size, g, length=n, device=dev) for n in lengths]
 
-        def run(batches: list) -> Callable[[], None]:
+        def run(batches: list, model: Any = model, opt: Any = opt) -> Callable[[], None]:
             def go() -> None:
                 for i in range(steps):
                     b = batches[i % len(batches)]
@@ -107,9 +110,21 @@ def bench_models(
 
             return go
 
-        t_var = _median_time(run(varied), repeats, warmup=1)
-        t_fix = _median_time(run(fixed), repeats, warmup=1)
+        cases.append((name, model, run(varied), run(fixed)))
+    # round robin: every repeat times every model once, so a slow spell of a shared machine
+    # falls on all of them alike and the ratios to the in-run reference stay fair
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, *_ in cases}
+    for _, _, go_var, go_fix in cases:  # warm-up
+        go_var()
+        go_fix()
+    for _ in range(repeats):
+        for name, _, go_var, go_fix in cases:
+            times[name][0].append(_median_time(go_var, 1, warmup=0))
+            times[name][1].append(_median_time(go_fix, 1, warmup=0))
+    rows = []
+    for name, model, _, _ in cases:
         trainable, _ = model.param_counts()
+        t_var, t_fix = (statistics.median(t) for t in times[name])
         rows.append(
             {
                 "model": name,

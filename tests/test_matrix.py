@@ -183,6 +183,31 @@ def test_diverging_cell_is_recorded_and_matrix_goes_on(tmp_path):
     assert "diverged: 1" in out.stdout
 
 
+# --- GPU worker placement, runnable without a GPU -----------------------------------------
+def _worker_device(_: int) -> tuple[int, str]:
+    time.sleep(0.5)  # stay busy so that the pool starts every worker
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_workers_per_gpu_pins_each_worker_to_one_device():
+    """--workers-per-gpu 2 on two GPUs: four workers, each sees one GPU, two per GPU. Only the
+    placement logic runs here (no CUDA call), so it needs no GPU."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from memtasks.matrix.executor import LocalExecutor, _init_worker
+
+    ex = LocalExecutor(workers_per_gpu=2, gpus=[0, 1])
+    assert ex.plan() == 4
+    assert LocalExecutor(workers=3, gpus=[0, 1]).plan() == 3 and LocalExecutor().gpu_queue(None, 2) is None
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(4, mp_context=ctx, initializer=_init_worker, initargs=(1, ex.gpu_queue(ctx, 4))) as pool:
+        seen = dict(pool.map(_worker_device, range(8)))  # worker pid -> its CUDA_VISIBLE_DEVICES
+    assert set(seen.values()) <= {"0", "1"}
+    per_gpu = [sum(1 for d in seen.values() if d == gpu) for gpu in ("0", "1")]
+    assert max(per_gpu) <= 2, f"a GPU got more than --workers-per-gpu workers: {seen}"
+
+
 # --- Ray ---------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:

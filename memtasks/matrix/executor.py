@@ -122,6 +122,16 @@ class LocalExecutor:
             return len(self.gpus) * self.workers_per_gpu
         return os.cpu_count() or 1
 
+    def gpu_queue(self, ctx: Any, workers: int) -> Any:
+        """The GPU index each of ``workers`` workers takes at start-up (round robin over the GPUs,
+        so ``workers_per_gpu`` workers share each), or None on a CPU-only machine."""
+        if not self.gpus:
+            return None
+        queue = ctx.Queue()
+        for i in range(workers):
+            queue.put(self.gpus[i % len(self.gpus)])
+        return queue
+
     def run(
         self,
         cells: list[RunConfig],
@@ -132,11 +142,7 @@ class LocalExecutor:
     ) -> list[CellOutcome]:
         n = min(self.plan(), max(1, len(cells)))
         ctx = mp.get_context("spawn")
-        gpu_queue = None
-        if self.gpus:
-            gpu_queue = ctx.Queue()
-            for i in range(n):
-                gpu_queue.put(self.gpus[i % len(self.gpus)])
+        gpu_queue = self.gpu_queue(ctx, n)
         outcomes = []
         with cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(1, gpu_queue)) as pool:
             futures = {

@@ -99,6 +99,12 @@ class MemoryModel(nn.Module):
             )
 
 
+def stacked_zeros(config: Any, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The zero state ``(B, num_layers, hidden_size)`` of a stack of recurrent cells, for any
+    family whose config has those two fields (rnn, lstm's h and c, gru, gru1-3, indrnn)."""
+    return torch.zeros(batch_size, config.num_layers, config.hidden_size, device=device)
+
+
 def _tensors(state: State) -> Iterable[torch.Tensor]:
     if isinstance(state, torch.Tensor):
         yield state

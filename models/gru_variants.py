@@ -32,7 +32,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from memtasks.config import check_int
-from models.base import MemoryModel, register_model
+from models.base import MemoryModel, register_model, stacked_zeros
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,7 @@ class _GateVariantGRU(MemoryModel):
         return cells + (n + 1) * d_out
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-        cfg = self.config
-        return torch.zeros(batch_size, cfg.num_layers, cfg.hidden_size, device=device)
+        return stacked_zeros(self.config, batch_size, device)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (B, T, d_in), ``state`` (B, num_layers, n) -> ``y`` (B, T, d_out), state."""

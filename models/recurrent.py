@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from memtasks.config import check_choice, check_int
-from models.base import MemoryModel, register_model
+from models.base import MemoryModel, register_model, stacked_zeros
 
 
 @dataclass(frozen=True)
@@ -81,12 +81,8 @@ class _Fused(MemoryModel):
     def _make_core(self, d_in: int, config: object) -> nn.RNNBase:
         raise NotImplementedError
 
-    def _zeros(self, batch_size: int, device: torch.device | str | None) -> torch.Tensor:
-        cfg = self.config
-        return torch.zeros(batch_size, cfg.num_layers, cfg.hidden_size, device=device)
-
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-        return self._zeros(batch_size, device)
+        return stacked_zeros(self.config, batch_size, device)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
@@ -120,7 +116,7 @@ class LSTM(_Fused):
         return nn.LSTM(d_in, config.hidden_size, config.num_layers, batch_first=True)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> LSTMState:
-        return LSTMState(self._zeros(batch_size, device), self._zeros(batch_size, device))
+        return LSTMState(*(stacked_zeros(self.config, batch_size, device) for _ in range(2)))
 
     def forward(self, x: torch.Tensor, state: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
         self.check_input(x)

@@ -526,8 +526,8 @@ def test_missing_compiler_falls_back_to_torch(monkeypatch, caplog):
     def fail(compiler):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(cpu_kernel, "_state", {})
-    monkeypatch.setattr(cpu_kernel, "_build", fail)
+    monkeypatch.setattr(cpu_kernel.LIBRARY, "_state", {})
+    monkeypatch.setattr(cpu_kernel.LIBRARY, "_build", fail)
     with caplog.at_level(logging.WARNING):
         assert cpu_kernel.load() is None
     if shutil_which_compiler():

@@ -17,32 +17,19 @@ matrices from checkpoints. Vector loops are written for the compiler to vectoris
 is kept slot-minor, ``(B, W, N)``, so that loops over slots are contiguous; ``vexp`` is an
 exp of about 1 ulp that vectorises).
 
-How: the source below is plain C99, compiled once per machine with ``cc -O3 -march=native``
-into a cache directory (``$XDG_CACHE_HOME/memtasks`` or ``~/.cache/memtasks``, else the temp
-directory; the file name carries a hash of the source, the flags, the compiler and the CPU, so
-a shared home directory never hands one CPU another's instructions) and called through
-``ctypes``. Nothing happens at import. Without a compiler, or if the build fails, :func:`load`
-returns None (once per process, with a warning) and the model runs its PyTorch operators
-(``memory.py``); the two agree to float32 rounding, which ``tests/test_dnc.py`` checks. The
-kernels are single-threaded, whatever ``torch.get_num_threads()`` says.
+How: the source below is plain C99, built on first use and called through ``ctypes``
+(``models/cbuild.py``: the cache, the flags, the shared ``vexp``). Without a compiler, or if
+the build fails, :func:`load` returns None (once per process, with a warning) and the model
+runs its PyTorch operators (``memory.py``); the two agree to float32 rounding, which
+``tests/test_dnc.py`` checks.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)
+from models.cbuild import KernelLibrary
 
 SOURCE = r"""
 /* One DNC memory step (Graves et al. 2016, Methods): float32, contiguous, batch-major.
@@ -62,9 +49,6 @@ SOURCE = r"""
  * the rows of L_t instead of reading them back. Each element of L_t (and of dL_{t-1}) is computed
  * from the same element of L_{t-1} (of dL_t) alone, so Ln may be L and gL may be gLn: the caller
  * updates one link buffer in place, which stays in cache, instead of writing a new 2 MB a step. */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define EPS 1e-6f
 
@@ -82,28 +66,6 @@ static layout make_layout(long N, long W, long R) {
     return l;
 }
 
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-
-/* exp for the softmax loops: Cephes-style range reduction and polynomial (about 1 ulp), written so
- * that the compiler vectorises it; arguments are clamped to the float range */
-static inline float vexp(float x) {
-    x = x < -87.33654f ? -87.33654f : x;
-    x = x > 88.3762626647949f ? 88.3762626647949f : x;
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float q = 1.9875691500e-4f;
-    q = q * r + 1.3981999507e-3f;
-    q = q * r + 8.3334519073e-3f;
-    q = q * r + 4.1665795894e-2f;
-    q = q * r + 1.6666665459e-1f;
-    q = q * r + 5.0000001201e-1f;
-    const float y = q * r * r + r + 1.0f;
-    union { int i; float f; } scale;
-    scale.i = ((int)n + 127) << 23;
-    return y * scale.f;
-}
 
 static inline float snorm(const float *x, long n) {
     float s = 0.0f;
@@ -704,8 +666,6 @@ void dnc_step_backward(long B, long N, long W, long R, const float *xi, const fl
 /* LSTM cell of the controller, gates in (i, f, o, g) order, for B rows of 4H pre-activations:
  * i, f, o = sigmoid, g = tanh;  c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).
  * Writes the activated gates into act (B x 4H) for the backward. */
-static inline float vsigm(float x) { return 1.0f / (1.0f + vexp(-x)); }
-static inline float vtanh(float x) { return 1.0f - 2.0f / (vexp(2.0f * x) + 1.0f); }
 
 void dnc_lstm_forward(long B, long H, const float *gates, const float *c, float *act, float *cn, float *hn) {
     for (long b = 0; b < B; ++b) {
@@ -762,77 +722,28 @@ void dnc_link_update(long B, long N, const float *L, const float *w, const float
 }
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c99"]
-_lock = threading.Lock()
-_state: dict[str, object] = {}
-
-
-def _cpu_id() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features", "CPU part"))]
-        return "\n".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() + platform.machine()
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "memtasks"
-
-
-def _build(compiler: str) -> Path:
-    last: Exception | None = None
-    key = hashlib.sha256("\0".join([SOURCE, " ".join(_FLAGS), compiler, _cpu_id()]).encode()).hexdigest()[:16]
-    for directory in (_cache_dir(), Path(tempfile.gettempdir()) / "memtasks"):
-        target = directory / f"dnc_step_{key}.so"
-        if target.exists():
-            return target
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=directory) as tmp:
-                src = Path(tmp) / "dnc_step.c"
-                src.write_text(SOURCE)
-                out = Path(tmp) / "dnc_step.so"
-                subprocess.run([compiler, *_FLAGS, str(src), "-o", str(out)], check=True, capture_output=True, timeout=120)
-                os.replace(out, target)  # atomic: concurrent builders race harmlessly
-            return target
-        except (OSError, subprocess.SubprocessError) as exc:
-            last = exc
-    raise RuntimeError(f"could not build the DNC kernels: {last}")
-
-
 def saved_size(slots: int, read_heads: int) -> int:
     """Floats ``dnc_step_forward`` saves per batch element for the backward (``saved_at`` in the source)."""
     return 7 * slots + 4 * read_heads * slots
 
 
+LIBRARY = KernelLibrary(
+    "dnc_step",
+    SOURCE,
+    {
+        "dnc_step_forward": (4, 16),
+        "dnc_step_backward": (4, 26),
+        "dnc_lstm_forward": (2, 5),
+        "dnc_lstm_backward": (2, 7),
+        "dnc_link_update": (2, 4),
+    },
+    model="dnc",
+)
+
+
 def load() -> ctypes.CDLL | None:
     """The compiled kernels, or None where they cannot be built (then the PyTorch path is used)."""
-    with _lock:
-        if "lib" in _state:
-            return _state["lib"]  # type: ignore[return-value]
-        lib = None
-        compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
-        if sys.platform.startswith(("linux", "darwin")) and compiler:
-            try:
-                lib = ctypes.CDLL(str(_build(compiler)))
-                long, ptr = ctypes.c_long, ctypes.c_void_p
-                lib.dnc_step_forward.argtypes = [long] * 4 + [ptr] * 16
-                lib.dnc_step_forward.restype = None
-                lib.dnc_step_backward.argtypes = [long] * 4 + [ptr] * 26
-                lib.dnc_step_backward.restype = None
-                lib.dnc_lstm_forward.argtypes = [long] * 2 + [ptr] * 5
-                lib.dnc_lstm_forward.restype = None
-                lib.dnc_lstm_backward.argtypes = [long] * 2 + [ptr] * 7
-                lib.dnc_lstm_backward.restype = None
-                lib.dnc_link_update.argtypes = [long] * 2 + [ptr] * 4
-                lib.dnc_link_update.restype = None
-            except (OSError, RuntimeError) as exc:
-                log.warning("dnc: C kernels unavailable, using the PyTorch operators (%s)", exc)
-                lib = None
-        _state["lib"] = lib
-        return lib
+    return LIBRARY.load()
 
 
 def kernel_for(x: torch.Tensor, use_kernel: bool) -> ctypes.CDLL | None:

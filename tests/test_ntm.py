@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import memtasks
 import models
 from models.ntm import NTM, NTMConfig, NTMState
+from models.ntm import cpu_kernel as ntm_kernel
 from models.ntm import memory as mem
 from models.ntm import vjp
 from models.ntm.controller import lstm_cell, lstm_cell_backward, lstm_coefficients
@@ -409,6 +410,99 @@ def test_gradients_through_the_final_state_equal_reference():
     params = [p for name, p in model.named_parameters() if name not in ("w_y", "b_y")]  # not the readout
     for g1, g2 in zip(torch.autograd.grad(loss(mine), params), torch.autograd.grad(loss(ref), params)):
         torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-5)
+
+
+# --- the C kernel path (float32 on CPU, one write head) against the reference and the PyTorch path ---
+
+needs_kernel = pytest.mark.skipif(ntm_kernel.LIBRARY.load() is None, reason="no C compiler: the kernels cannot be built")
+KERNEL_CONFIGS = [c for c in CONFIGS if c.get("write_heads", 1) == 1] + [{"read_heads": 3, "shift_range": 2}]
+
+
+def _pair(**overrides) -> tuple[NTM, NTM]:
+    """The same float32 NTM twice: the C kernel path and the PyTorch path."""
+    fast = _small_model(**overrides).float()
+    slow = models.build_model("ntm", 4, 3, cpu_kernel=False, **{**SMALL, **overrides})
+    slow.load_state_dict(fast.state_dict())
+    return fast, slow
+
+
+@needs_kernel
+@pytest.mark.parametrize("overrides", KERNEL_CONFIGS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_kernel_forward_and_gradients_equal_reference(overrides, monkeypatch):
+    fast, _ = _pair(**overrides)
+    used = []
+    real = ntm_kernel.kernel_for
+    monkeypatch.setattr(ntm_kernel, "kernel_for", lambda *a: used.append(1) or real(*a))
+    reference = fast.double()  # the reference loop in float64, with the same parameters
+    x64 = torch.randn(3, 11, 4, generator=_gen(1), dtype=torch.float64)
+    weights = torch.randn(3, 11, 3, generator=_gen(2), dtype=torch.float64)
+    y_ref = reference_ntm(reference, x64.requires_grad_())
+    want = torch.autograd.grad((y_ref * weights).sum(), [x64] + list(reference.parameters()))
+    fast = reference.float()
+    x = x64.detach().float().requires_grad_()
+    y, _ = fast(x)
+    assert used and ntm_kernel.kernel_for(x, fast.config.write_heads) is not None
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-5)
+    got = torch.autograd.grad((y * weights.float()).sum(), [x] + list(fast.parameters()))
+    names = ["x"] + [n for n, _ in fast.named_parameters()]
+    for name, g1, g2 in zip(names, got, want):
+        scale = max(1.0, g2.abs().max().item())
+        err = (g1.double() - g2).abs().max().item()
+        assert err <= 2e-5 * scale, f"gradient of {name}: max error {err:.2e} (scale {scale:.2g})"
+
+
+@needs_kernel
+@pytest.mark.parametrize("overrides", [{}, {"read_heads": 2, "controller": "feedforward", "add_activation": "linear"}])
+def test_kernel_state_gradients_equal_torch_path(overrides):
+    """Gradients through every part of the final state and into the initial one, kernel vs PyTorch path."""
+    results = []
+    for model in _pair(memory_init="learned", **overrides):
+        x = torch.randn(2, 9, 4, generator=_gen(5))
+        state = model.initial_state(2)
+        w0 = state.read_weights.clone().requires_grad_()
+        y, final = model(x, state._replace(read_weights=w0))
+        loss = (y.pow(2).sum() + final.memory.pow(2).sum() + final.reads.sum() + final.read_weights[..., 2].sum()
+                + final.write_weights[..., 1].sum() + final.controller.c.sum() + final.controller.h.sum())
+        params = [w0] + list(model.parameters())
+        results.append((y.detach(), final, torch.autograd.grad(loss, params)))
+    (y1, s1, g1), (y2, s2, g2) = results
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s1.memory, s2.memory, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernel
+def test_kernel_no_grad_forward_equals_training_forward():
+    fast, _ = _pair(read_heads=2)
+    x = torch.randn(2, 7, 4, generator=_gen(4))
+    y, s = fast(x)
+    with torch.no_grad():
+        y2, s2 = fast(x)
+    torch.testing.assert_close(y, y2, rtol=0, atol=0)
+    for a, b in zip(s, s2):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_kernel_applies_only_where_it_is_exact():
+    x32, x64 = torch.zeros(1, 1, 4), torch.zeros(1, 1, 4, dtype=torch.float64)
+    assert ntm_kernel.kernel_for(x64, 1) is None  # float64: the PyTorch path
+    assert ntm_kernel.kernel_for(x32, 2) is None  # two write heads: the PyTorch path
+    with pytest.raises(ValueError, match="cpu_kernel"):
+        models.model_config("ntm", cpu_kernel="yes")
+
+
+def test_missing_compiler_falls_back_to_torch(monkeypatch):
+    def fail(compiler):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(ntm_kernel.LIBRARY, "_state", {})
+    monkeypatch.setattr(ntm_kernel.LIBRARY, "_build", fail)
+    assert ntm_kernel.LIBRARY.load() is None
+    model = models.build_model("ntm", 4, 3, **SMALL)
+    y, _ = model(torch.randn(2, 3, 4))
+    y.sum().backward()
+    assert y.shape == (2, 3, 3) and model.w_p.grad is not None
 
 
 # --- the contract ---------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from torch import nn
 
 from memtasks.config import check_choice, check_float, check_int
 from models.base import MemoryModel, register_model
+from models.ntm import cpu_kernel
 from models.ntm.bptt import NTMLoop
+from models.ntm.kernel_sequence import KernelLoop, kernel_forward
 from models.ntm.sequence import Dims, input_projection, run_forward
 
 
@@ -32,6 +34,7 @@ class NTMConfig:
     memory_init: str = "constant"  # "constant" (Collier & Beel 2018: fastest), "learned" or "random"
     memory_init_value: float = 1e-6  # the constant of memory_init="constant"
     add_activation: str = "tanh"  # of the add vector a_t: "tanh" (bounded) or "linear" (unbounded)
+    cpu_kernel: bool = True  # float32 on CPU, one write head: the heads in C when they build (same numbers to rounding)
 
     def __post_init__(self) -> None:
         check_int("ntm", "hidden_size", self.hidden_size, 1)
@@ -45,6 +48,8 @@ class NTMConfig:
         check_choice("ntm", "memory_init", self.memory_init, ("constant", "learned", "random"))
         check_float("ntm", "memory_init_value", self.memory_init_value, 0.0, 1.0)
         check_choice("ntm", "add_activation", self.add_activation, ("tanh", "linear"))
+        if not isinstance(self.cpu_kernel, bool):
+            raise ValueError(f"ntm.cpu_kernel must be true or false, got {self.cpu_kernel!r}")
 
 
 class ControllerState(NamedTuple):
@@ -80,7 +85,9 @@ class NTM(MemoryModel):
     ``write_weights`` ``(B, W, N)``, ``reads`` ``(B, R, M)``.
 
     Training runs a hand-written backward pass through time (``bptt.py``), about twice as
-    fast on CPU as autograd through the same vectorised operations.
+    fast on CPU as autograd through the same vectorised operations; in float32 on a CPU with a
+    C compiler, the heads of each step run as one C call each way (``cpu_kernel.py``,
+    ``kernel_sequence.py``), the same equations to float32 rounding.
     """
 
     relative_cost = 8.0  # per step, against an LSTM of the same size (bench models, lengths 1-20)
@@ -176,11 +183,18 @@ class NTM(MemoryModel):
         mem0 = state.memory.transpose(1, 2).contiguous()  # the loop holds the memory as (B, M, N)
         args = (z0, state.controller.c, mem0, w0, w_z, self.w_p, self.b_p)
         inputs = (x, self.w_x, self.bias)
+        lib = cpu_kernel.kernel_for(x, self.config.write_heads) if self.config.cpu_kernel else None
         if torch.is_grad_enabled() and any(a.requires_grad for a in inputs + args):
-            zs, h, c, r, memory, w = NTMLoop.apply(self.dims, *inputs, *args)
+            if lib is not None:
+                zs, h, c, r, memory, w = KernelLoop.apply(lib, self.dims, *inputs, *args)
+            else:
+                zs, h, c, r, memory, w = NTMLoop.apply(self.dims, *inputs, *args)
         else:
             xp = input_projection(*inputs)[0]  # (T, B, G): W_x x_t + b, all steps
-            zs, h, c, r, memory, w = run_forward(self.dims, xp, *args, saved=None)
+            if lib is not None:
+                zs, h, c, r, memory, w = kernel_forward(lib, self.dims, xp, *args, keep=None)
+            else:
+                zs, h, c, r, memory, w = run_forward(self.dims, xp, *args, saved=None)
         y = F.linear(zs.transpose(0, 1), self.w_y, self.b_y)  # (B, T, d_out): W_y [h_t; r_t] + b_y
         n_r = self.config.read_heads
         return y, NTMState(ControllerState(h, c), memory.transpose(1, 2), w[:, :n_r], w[:, n_r:], r)

@@ -1,0 +1,197 @@
+"""The NTM's time loop over the C kernels of ``cpu_kernel.py`` (float32 on CPU, one write head).
+
+The same recurrence as ``sequence.py`` / ``bptt.py``, with each step's heads (addressing, reads,
+write) in one C call each way; the controller stays in PyTorch:
+
+forward, per step t
+    G_t = (W_x x_t + b) + W_z z_{t-1}          one ``addmm``
+    h_t = cell(G_t)                            ``controller.py``, written into z_t
+    p_t = W_p h_t + b_p                        one ``addmm``
+    heads                                      ``ntm_heads_forward``: w_t, r_t (into z_t), M_t
+backward, per step t = T-1 … 0
+    ∂p_t, ∂M_{t-1}, ∂w_{t-1}                   ``ntm_heads_backward`` (∂M updated in place)
+    ∂h_t = ∂z_t[h] + ∂p_t W_p;  ∂G_t, ∂c_{t-1}  ``controller.lstm_cell_backward``
+    ∂z_{t-1} = ∂(outputs) + ∂G_t W_z
+then every weight gradient as one product over all steps, as in ``bptt.py``.
+
+Buffers are time-major and allocated once per call; without a backward to come (evaluation)
+the memory and weightings live in two alternating slots instead of a history.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+
+from models.ntm import cpu_kernel
+from models.ntm.controller import (
+    feedforward_cell,
+    feedforward_coefficients,
+    lstm_cell,
+    lstm_cell_backward,
+    lstm_coefficients,
+)
+from models.ntm.sequence import Dims, LoopOut, input_projection
+
+_F32 = 4  # bytes
+
+
+def kernel_forward(
+    lib: ctypes.CDLL,
+    dims: Dims,
+    xp: torch.Tensor,
+    z0: torch.Tensor,
+    c: torch.Tensor,
+    mem0: torch.Tensor,
+    w0: torch.Tensor,
+    w_z: torch.Tensor,
+    w_p: torch.Tensor,
+    b_p: torch.Tensor,
+    keep: dict[str, Any] | None,
+) -> LoopOut:
+    """Run the loop over ``xp`` ``(T, B, G)``; with ``keep`` (a dict), record what the backward needs."""
+    steps, b = xp.shape[0], xp.shape[1]
+    n_h, n_r, m, n_s, n_p = dims.hidden, dims.read_heads, dims.width, dims.shifts, dims.head_params
+    n_a, n = dims.heads, mem0.shape[2]
+    zsz = dims.z_size
+    new = xp.new_empty
+    hist = keep is not None
+    slots = steps + 1 if hist else 2
+    zs = new(steps + 1, b, zsz)
+    zs[0].copy_(z0)
+    mems, ws = new(slots, b, m, n), new(slots, b, n_a, n)
+    mems[0].copy_(mem0)
+    ws[0].copy_(w0)
+    ps = new(steps if hist else 1, b, n_p)
+    sv = new(steps, b, cpu_kernel.saved_size(n, m, n_r, n_s)) if hist else None
+    lstm_saved: dict[str, list[torch.Tensor]] = {"c": [], "sig": [], "gt": [], "tc": []}
+    w_zt, w_pt = w_z.t(), w_p.t()
+    fwd = lib.ntm_heads_forward
+    s_mem, s_w, s_z, s_sv = b * m * n * _F32, b * n_a * n * _F32, b * zsz * _F32, (sv[0].numel() * _F32 if hist else 0)
+    p_mem, p_w, p_z = mems.data_ptr(), ws.data_ptr(), zs.data_ptr()
+    for t in range(steps):
+        a_, b_ = (t, t + 1) if hist else (t & 1, (t + 1) & 1)
+        gates = torch.addmm(xp[t], zs[t], w_zt)
+        h_out = zs[t + 1, :, :n_h]
+        if dims.lstm:
+            c_prev = c
+            _, c, sig, gt, tc = lstm_cell(gates, c, h_out=h_out)
+            if hist:
+                for key, value in zip(("c", "sig", "gt", "tc"), (c_prev, sig, gt, tc)):
+                    lstm_saved[key].append(value)
+        else:
+            feedforward_cell(gates, h_out=h_out)
+        p = torch.addmm(b_p, h_out, w_pt, out=ps[t if hist else 0])
+        fwd(
+            b, n, m, n_r, n_s, int(dims.tanh_add), n_p, zsz,
+            p.data_ptr(), p_mem + a_ * s_mem, p_w + a_ * s_w, p_mem + b_ * s_mem, p_w + b_ * s_w,
+            p_z + (t + 1) * s_z + n_h * _F32, None if sv is None else sv.data_ptr() + t * s_sv,
+        )  # fmt: skip
+    last = steps if hist else steps & 1
+    if keep is not None:
+        keep.update(zs=zs, mems=mems, ws=ws, ps=ps, sv=sv, lstm=lstm_saved)
+    h_out = zs[-1, :, :n_h].clone() if dims.lstm else zs.new_zeros(b, 0)
+    c_out = c if dims.lstm else zs.new_zeros(b, 0)
+    r = zs[-1, :, n_h:].unflatten(-1, (n_r, m)).clone()
+    return LoopOut(zs[1:], h_out, c_out, r, mems[last].clone(), ws[last].clone())
+
+
+class KernelLoop(torch.autograd.Function):
+    """The input projection and :func:`kernel_forward` as one autograd node with a hand-written
+    backward through time (the heads' part in C). Inputs and outputs as ``bptt.NTMLoop``'s."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        lib: ctypes.CDLL,
+        dims: Dims,
+        x: torch.Tensor,
+        w_x: torch.Tensor,
+        bias: torch.Tensor,
+        z0: torch.Tensor,
+        c0: torch.Tensor,
+        mem0: torch.Tensor,
+        w0: torch.Tensor,
+        w_z: torch.Tensor,
+        w_p: torch.Tensor,
+        b_p: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        ctx.set_materialize_grads(False)
+        xp, x_flat = input_projection(x, w_x, bias)
+        keep: dict[str, Any] = {}
+        out = kernel_forward(lib, dims, xp, z0, c0, mem0, w0, w_z, w_p, b_p, keep)
+        ctx.lib, ctx.dims, ctx.keep, ctx.x_shape = lib, dims, keep, x.shape
+        ctx.save_for_backward(x_flat, w_x, w_z, w_p)
+        return tuple(out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        x_flat, w_x, w_z, w_p = ctx.saved_tensors
+        dims, keep, lib = ctx.dims, ctx.keep, ctx.lib
+        ctx.keep = None
+        g_xp, g_z, g_c, g_mem0, g_w0, g_w_z, g_w_p, g_b_p = _backward(lib, dims, keep, LoopOut(*grads), w_z, w_p)
+        flat_g = g_xp.flatten(0, 1)  # (T·B, G)
+        g_w_x = x_flat.t().mm(flat_g).t()
+        g_x = None
+        if ctx.needs_input_grad[2]:
+            b, steps = ctx.x_shape[0], ctx.x_shape[1]
+            g_x = flat_g.mm(w_x).view(steps, b, -1).transpose(0, 1)
+        g_c = g_c if dims.lstm else None
+        return None, None, g_x, g_w_x, flat_g.sum(0), g_z, g_c, g_mem0, g_w0, g_w_z, g_w_p, g_b_p
+
+
+def _backward(
+    lib: ctypes.CDLL, dims: Dims, keep: dict[str, Any], grads: LoopOut, w_z: torch.Tensor, w_p: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    zs, mems, ws, ps, sv = keep["zs"], keep["mems"], keep["ws"], keep["ps"], keep["sv"]
+    steps, b, zsz = zs.shape[0] - 1, zs.shape[1], zs.shape[2]
+    n_h, n_r, m, n_s, n_p = dims.hidden, dims.read_heads, dims.width, dims.shifts, dims.head_params
+    n_a, n = dims.heads, mems.shape[3]
+    new = zs.new_empty
+    hs = zs[1:, :, :n_h]
+    if dims.lstm:
+        lk = keep["lstm"]
+        coef = lstm_coefficients(*(torch.stack(lk[k]) for k in ("sig", "gt", "tc", "c")), hs)
+        xd, o_dtanh, f = coef.gates.unbind(0), coef.o_dtanh.unbind(0), coef.f.unbind(0)
+    else:
+        dh = feedforward_coefficients(hs).unbind(0)
+    g_gates = new(steps, b, dims.gate_size)
+    g_params = new(steps, b, n_p)
+    g_zs = grads.zs if grads.zs is not None else zs.new_zeros(steps, b, zsz)
+    g_z = g_zs[-1].clone()
+    if dims.lstm and grads.h is not None:
+        g_z[:, :n_h] += grads.h
+    if grads.r is not None:
+        g_z[:, n_h:] += grads.r.flatten(1)
+    g_c = grads.c if grads.c is not None or not dims.lstm else zs.new_zeros(b, n_h)
+    # ∂M and ∂w are updated in place in one buffer each, after the first step (never the caller's)
+    g_mem_in = None if grads.memory is None else grads.memory.contiguous()
+    g_w_in = None if grads.w is None else grads.w.contiguous()
+    g_mem, g_w = new(b, m, n), new(b, n_a, n)
+    bwd = lib.ntm_heads_backward
+    s_mem, s_w, s_p, s_sv = b * m * n * _F32, b * n_a * n * _F32, b * n_p * _F32, sv[0].numel() * _F32
+    p_mem, p_w, p_p, p_sv, p_gp = mems.data_ptr(), ws.data_ptr(), ps.data_ptr(), sv.data_ptr(), g_params.data_ptr()
+    w_zt = w_z
+    for t in range(steps - 1, -1, -1):
+        g_z = g_z.contiguous()
+        bwd(
+            b, n, m, n_r, n_s, int(dims.tanh_add), n_p, zsz,
+            p_p + t * s_p, p_mem + t * s_mem, p_w + t * s_w, p_w + (t + 1) * s_w, p_sv + t * s_sv,
+            g_mem_in.data_ptr() if g_mem_in is not None else None,
+            g_w_in.data_ptr() if g_w_in is not None else None,
+            g_z.data_ptr() + n_h * _F32, p_gp + t * s_p, g_mem.data_ptr(), g_w.data_ptr(),
+        )  # fmt: skip
+        g_mem_in, g_w_in = g_mem, g_w
+        g_h = torch.addmm(g_z[:, :n_h], g_params[t], w_p)
+        if dims.lstm:
+            g_g, g_c = lstm_cell_backward(g_h, g_c, xd[t], o_dtanh[t], f[t], out=g_gates[t])
+        else:
+            g_g = torch.mul(g_h, dh[t], out=g_gates[t])
+        g_z = torch.addmm(g_zs[t - 1], g_g, w_zt) if t > 0 else g_g.mm(w_zt)
+    flat_g = g_gates.flatten(0, 1)
+    flat_p = g_params.flatten(0, 1)
+    g_w_z = flat_g.t().mm(zs[:-1].flatten(0, 1))
+    g_w_p = flat_p.t().mm(hs.flatten(0, 1))
+    return g_gates, g_z, g_c, g_mem, g_w, g_w_z, g_w_p, flat_p.sum(0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from memtasks.matrix.spec import SpecError, expand, load_spec, parse_spec
+from memtasks.matrix.spec import SpecError, expand, load_spec
 from memtasks.train import record as R
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_expansion_order_filters_and_overrides(tmp_path):
 
 def test_presets_load_and_smoke_covers_everything():
     import memtasks
-    import models
+    import models  # noqa: F401  (registers the models)
 
     for name in ("smoke", "cpu", "paper"):
         assert expand(load_spec(name))

@@ -305,7 +305,7 @@ def reference_ntm(model: NTM, x: torch.Tensor, return_state: bool = False):
     """
     cfg = model.config
     b, steps, _ = x.shape
-    hid, n, m = cfg.hidden_size, cfg.memory_slots, cfg.memory_width
+    hid, m = cfg.hidden_size, cfg.memory_width
     n_r, n_w, rng = cfg.read_heads, cfg.write_heads, cfg.shift_range
     heads = n_r + n_w
     state = model.initial_state(b)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from memtasks.train import record as R
 from memtasks.train.config import RunConfig

@@ -10,6 +10,7 @@ tested alone; here they are fused over a step and reordered.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import torch
@@ -17,8 +18,9 @@ import torch
 from models.ntm import memory as mem
 from models.ntm import vjp
 from models.ntm.controller import feedforward_coefficients, lstm_cell_backward, lstm_coefficients
+from models.ntm.kernel_sequence import kernel_backward, kernel_forward
 from models.ntm.memory import COSINE_EPS, SHARPEN_EPS
-from models.ntm.sequence import Dims, LoopOut, Saved, taps, input_projection, run_forward
+from models.ntm.sequence import Dims, LoopOut, Saved, input_projection, run_forward, start_of_backward, taps
 
 
 def _precompute(dims: Dims, saved: Saved, zs: torch.Tensor) -> dict[str, list[torch.Tensor]]:
@@ -81,14 +83,7 @@ def run_backward(
     g_gates = zs.new_empty(steps, b, dims.gate_size)
     g_params = zs.new_empty(steps, b, dims.head_params)
     gg_list, gp_list = g_gates.unbind(0), g_params.unbind(0)
-    # gradients of unused outputs arrive as None (NTMLoop does not materialise zeros)
-    g_zs = grads.zs if grads.zs is not None else zs.new_zeros(steps, b, dims.z_size)
-    g_z = g_zs[-1].clone()
-    if dims.lstm and grads.h is not None:
-        g_z[:, :n_h] += grads.h
-    if grads.r is not None:
-        g_z[:, n_h:] += grads.r.flatten(1)
-    g_c = grads.c if grads.c is not None or not dims.lstm else zs.new_zeros(b, n_h)
+    g_zs, g_z, g_c = start_of_backward(dims, zs, grads)
     g_w_next = grads.w
     # [ḡ ⊙ M_{t-1} ; ḡ] (transposed, like the memory) with ḡ = ∂L/∂M_t, in two alternating buffers
     pong = zs.new_empty(2, b, 2 * m, n)
@@ -168,13 +163,16 @@ def run_backward(
 
 
 class NTMLoop(torch.autograd.Function):
-    """The input projection and :func:`run_forward` as one autograd node, differentiated by
-    :func:`run_backward`. The input weights' gradient is ``(Xᵀ Ḡ)ᵀ``: BLAS is several times
-    faster at it than at ``Ḡᵀ X`` for a narrow ``X`` (d_in = 9 columns, T·B rows)."""
+    """The input projection and the loop as one autograd node with a hand-written backward:
+    :func:`run_forward` / :func:`run_backward`, or with ``lib`` (the C kernels of
+    ``cpu_kernel.py``) ``kernel_sequence.kernel_forward`` / ``kernel_backward``. The input
+    weights' gradient is ``(Xᵀ Ḡ)ᵀ``: BLAS is several times faster at it than at ``Ḡᵀ X`` for a
+    narrow ``X`` (d_in = 9 columns, T·B rows)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
+        lib: ctypes.CDLL | None,
         dims: Dims,
         x: torch.Tensor,
         w_x: torch.Tensor,
@@ -189,9 +187,15 @@ class NTMLoop(torch.autograd.Function):
     ) -> tuple[torch.Tensor, ...]:
         ctx.set_materialize_grads(False)
         xp, x_flat = input_projection(x, w_x, bias)
-        saved = Saved()
-        out = run_forward(dims, xp, z0, c0, mem0, w0, w_z, w_p, b_p, saved)
-        ctx.dims, ctx.saved, ctx.zs, ctx.x_shape = dims, saved, out.zs._base, x.shape
+        if lib is None:
+            saved = Saved()
+            out = run_forward(dims, xp, z0, c0, mem0, w0, w_z, w_p, b_p, saved)
+            ctx.saved = (saved, out.zs._base)
+        else:
+            keep: dict[str, Any] = {}
+            out = kernel_forward(lib, dims, xp, z0, c0, mem0, w0, w_z, w_p, b_p, keep)
+            ctx.saved = keep
+        ctx.lib, ctx.dims, ctx.x_shape = lib, dims, x.shape
         ctx.save_for_backward(x_flat, w_x, w_z, w_p)
         return tuple(out)
 
@@ -199,14 +203,18 @@ class NTMLoop(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         x_flat, w_x, w_z, w_p = ctx.saved_tensors
-        g = run_backward(ctx.dims, ctx.saved, ctx.zs, LoopOut(*grads), w_z, w_p)
-        ctx.saved = ctx.zs = None
+        if ctx.lib is None:
+            saved, zs = ctx.saved
+            g = run_backward(ctx.dims, saved, zs, LoopOut(*grads), w_z, w_p)
+        else:
+            g = kernel_backward(ctx.lib, ctx.dims, ctx.saved, LoopOut(*grads), w_z, w_p)
+        ctx.saved = None
         g_xp, g_z0, g_c0, g_mem0, g_w0, g_w_z, g_w_p, g_b_p = g
         flat_g = g_xp.flatten(0, 1)  # (T·B, G)
         g_w_x = x_flat.t().mm(flat_g).t()
         g_x = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[2]:
             b, steps = ctx.x_shape[0], ctx.x_shape[1]
             g_x = flat_g.mm(w_x).view(steps, b, -1).transpose(0, 1)
         g_c0 = g_c0 if ctx.dims.lstm else None
-        return None, g_x, g_w_x, flat_g.sum(0), g_z0, g_c0, g_mem0, g_w0, g_w_z, g_w_p, g_b_p
+        return None, None, g_x, g_w_x, flat_g.sum(0), g_z0, g_c0, g_mem0, g_w0, g_w_z, g_w_p, g_b_p

@@ -32,7 +32,7 @@ from models.ntm.controller import (
     lstm_cell_backward,
     lstm_coefficients,
 )
-from models.ntm.sequence import Dims, LoopOut, input_projection
+from models.ntm.sequence import Dims, LoopOut, start_of_backward
 
 _F32 = 4  # bytes
 
@@ -97,54 +97,11 @@ def kernel_forward(
     return LoopOut(zs[1:], h_out, c_out, r, mems[last].clone(), ws[last].clone())
 
 
-class KernelLoop(torch.autograd.Function):
-    """The input projection and :func:`kernel_forward` as one autograd node with a hand-written
-    backward through time (the heads' part in C). Inputs and outputs as ``bptt.NTMLoop``'s."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        lib: ctypes.CDLL,
-        dims: Dims,
-        x: torch.Tensor,
-        w_x: torch.Tensor,
-        bias: torch.Tensor,
-        z0: torch.Tensor,
-        c0: torch.Tensor,
-        mem0: torch.Tensor,
-        w0: torch.Tensor,
-        w_z: torch.Tensor,
-        w_p: torch.Tensor,
-        b_p: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        ctx.set_materialize_grads(False)
-        xp, x_flat = input_projection(x, w_x, bias)
-        keep: dict[str, Any] = {}
-        out = kernel_forward(lib, dims, xp, z0, c0, mem0, w0, w_z, w_p, b_p, keep)
-        ctx.lib, ctx.dims, ctx.keep, ctx.x_shape = lib, dims, keep, x.shape
-        ctx.save_for_backward(x_flat, w_x, w_z, w_p)
-        return tuple(out)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        x_flat, w_x, w_z, w_p = ctx.saved_tensors
-        dims, keep, lib = ctx.dims, ctx.keep, ctx.lib
-        ctx.keep = None
-        g_xp, g_z, g_c, g_mem0, g_w0, g_w_z, g_w_p, g_b_p = _backward(lib, dims, keep, LoopOut(*grads), w_z, w_p)
-        flat_g = g_xp.flatten(0, 1)  # (T·B, G)
-        g_w_x = x_flat.t().mm(flat_g).t()
-        g_x = None
-        if ctx.needs_input_grad[2]:
-            b, steps = ctx.x_shape[0], ctx.x_shape[1]
-            g_x = flat_g.mm(w_x).view(steps, b, -1).transpose(0, 1)
-        g_c = g_c if dims.lstm else None
-        return None, None, g_x, g_w_x, flat_g.sum(0), g_z, g_c, g_mem0, g_w0, g_w_z, g_w_p, g_b_p
-
-
-def _backward(
+def kernel_backward(
     lib: ctypes.CDLL, dims: Dims, keep: dict[str, Any], grads: LoopOut, w_z: torch.Tensor, w_p: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor | None, ...]:
+    """Backpropagation through time over what :func:`kernel_forward` kept; returns what
+    ``bptt.run_backward`` returns, ``(x̄p, z̄_0, c̄_0, M̄_0, w̄_0, W̄_z, W̄_p, b̄_p)``."""
     zs, mems, ws, ps, sv = keep["zs"], keep["mems"], keep["ws"], keep["ps"], keep["sv"]
     steps, b, zsz = zs.shape[0] - 1, zs.shape[1], zs.shape[2]
     n_h, n_r, m, n_s, n_p = dims.hidden, dims.read_heads, dims.width, dims.shifts, dims.head_params
@@ -159,13 +116,7 @@ def _backward(
         dh = feedforward_coefficients(hs).unbind(0)
     g_gates = new(steps, b, dims.gate_size)
     g_params = new(steps, b, n_p)
-    g_zs = grads.zs if grads.zs is not None else zs.new_zeros(steps, b, zsz)
-    g_z = g_zs[-1].clone()
-    if dims.lstm and grads.h is not None:
-        g_z[:, :n_h] += grads.h
-    if grads.r is not None:
-        g_z[:, n_h:] += grads.r.flatten(1)
-    g_c = grads.c if grads.c is not None or not dims.lstm else zs.new_zeros(b, n_h)
+    g_zs, g_z, g_c = start_of_backward(dims, zs, grads)
     # ∂M and ∂w are updated in place in one buffer each, after the first step (never the caller's)
     g_mem_in = None if grads.memory is None else grads.memory.contiguous()
     g_w_in = None if grads.w is None else grads.w.contiguous()

@@ -18,7 +18,7 @@ from memtasks.config import check_choice, check_float, check_int
 from models.base import MemoryModel, register_model
 from models.ntm import cpu_kernel
 from models.ntm.bptt import NTMLoop
-from models.ntm.kernel_sequence import KernelLoop, kernel_forward
+from models.ntm.kernel_sequence import kernel_forward
 from models.ntm.sequence import Dims, input_projection, run_forward
 
 
@@ -185,10 +185,7 @@ class NTM(MemoryModel):
         inputs = (x, self.w_x, self.bias)
         lib = cpu_kernel.kernel_for(x, self.config.write_heads) if self.config.cpu_kernel else None
         if torch.is_grad_enabled() and any(a.requires_grad for a in inputs + args):
-            if lib is not None:
-                zs, h, c, r, memory, w = KernelLoop.apply(lib, self.dims, *inputs, *args)
-            else:
-                zs, h, c, r, memory, w = NTMLoop.apply(self.dims, *inputs, *args)
+            zs, h, c, r, memory, w = NTMLoop.apply(lib, self.dims, *inputs, *args)
         else:
             xp = input_projection(*inputs)[0]  # (T, B, G): W_x x_t + b, all steps
             if lib is not None:

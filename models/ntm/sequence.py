@@ -209,6 +209,21 @@ def run_forward(
     return LoopOut(zs[1:], h_out, c, r_list[-1].clone(), memory, w.clone())
 
 
+def start_of_backward(dims: Dims, zs: torch.Tensor, grads: LoopOut) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(∂z_1..T, ∂z_T, ∂c_T)`` from the gradients of the loop's outputs, to start backpropagation
+    through time; ``zs`` is ``z_0..z_T``. Unused outputs' gradients arrive as None (the autograd
+    node does not materialise zeros)."""
+    steps, b, n_h = zs.shape[0] - 1, zs.shape[1], dims.hidden
+    g_zs = grads.zs if grads.zs is not None else zs.new_zeros(steps, b, dims.z_size)
+    g_z = g_zs[-1].clone()
+    if dims.lstm and grads.h is not None:
+        g_z[:, :n_h] += grads.h
+    if grads.r is not None:
+        g_z[:, n_h:] += grads.r.flatten(1)
+    g_c = grads.c if grads.c is not None or not dims.lstm else zs.new_zeros(b, n_h)
+    return g_zs, g_z, g_c
+
+
 def input_projection(x: torch.Tensor, w_x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``W_x x_t + b`` for all steps as one product: ``x`` ``(B, T, d_in)`` -> ``(T, B, G)``, and ``x`` as ``(T·B, d_in)``."""
     flat = x.transpose(0, 1).reshape(-1, x.shape[-1])

@@ -72,6 +72,35 @@ def _summary_table(tdf: pd.DataFrame, entries: list[str]) -> str:
     return tabulate(rows, headers=["eval point", "metric", *entries], tablefmt="github", disable_numparse=True)
 
 
+def _solve_point(path: Path, sequences: float) -> tuple[float, float] | None:
+    """(wall seconds, training seconds) since the run's start at its evaluation after ``sequences``."""
+    try:
+        rows = read_jsonl(path.parent / "metrics.jsonl")
+    except RecordError as exc:
+        log.warning("skipped the time to solve of %s", exc)
+        return None
+    for r in rows:
+        if "event" not in r and r.get("sequences") == sequences and "wall_time_s" in r and "train_time_s" in r:
+            return float(r["wall_time_s"]), float(r["train_time_s"])
+    return None
+
+
+def _solve_table(tdf: pd.DataFrame, entries: list[str]) -> str:
+    """Per seed: sequences to solve, and wall / training seconds from the run's start to that evaluation."""
+    rows: list[list[str]] = []
+    for e in entries:
+        for _, run in tdf[tdf["entry"] == e].sort_values("seed").iterrows():
+            seqs = run["sequences_to_solve"]
+            if pd.isna(seqs):
+                rows.append([e, str(run["seed"]), f"not solved in {int(run['sequences_seen']):,}", DASH, DASH])
+                continue
+            point = _solve_point(Path(run["path"]), seqs)
+            wall, train = (DASH, DASH) if point is None else (f"{point[0]:.1f}", f"{point[1]:.1f}")
+            rows.append([e, str(run["seed"]), f"{int(seqs):,}", wall, train])
+    headers = ["entry", "seed", "sequences to solve", "wall s at solve", "training s at solve"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
 def aggregate_table(sel: pd.DataFrame) -> pd.DataFrame:
     """Long form of the side-by-side numbers: task, entry, eval point, metric, mean, std, min, max, seeds."""
     ok = sel[sel["status"] == "ok"]
@@ -232,6 +261,8 @@ def compare(
         entries = sorted(set(tdf["entry"]), key=lambda e: (order[tdf.loc[tdf["entry"] == e, "model"].iloc[0]], e))
         primary = primary_metric(str(task_name), tdf)
         sections.append(f"## {task_name}\n\n{_summary_table(tdf, entries)}\n")
+        if tdf["solved"].any():
+            sections.append(f"Time to solve, per seed:\n\n{_solve_table(tdf, entries)}\n")
         for kind, make in (("learning", _learning_figure), ("generalisation", _generalisation_figure)):
             fig = make(str(task_name), tdf, entries, primary)
             if fig is None:

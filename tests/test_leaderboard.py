@@ -159,6 +159,21 @@ def test_compare_writes_plots(tmp_path: Path) -> None:
     assert not (tmp_path / "cmp" / "wandb").exists()
 
 
+def test_compare_lists_time_to_solve_per_seed(hand_runs: Path, tmp_path: Path) -> None:
+    rows = [{"sequences": 50, "step": 1, "wall_time_s": 3.0, "train_time_s": 2.0, "metrics": {"train": {"cost": 5.0}}},
+            {"sequences": 100, "step": 2, "wall_time_s": 7.5, "train_time_s": 6.25, "metrics": {"train": {"cost": 1.0}}}]
+    (hand_runs / "g" / "copy" / "a" / "seed-0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text, _ = compare(["a", "b"], [hand_runs], "copy", None, tmp_path / "cmp", "disabled")
+    table = text.split("Time to solve, per seed:", 1)[1]
+    lines = [" ".join(line.split()) for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
+    assert lines == [
+        "| a | 0 | 100 | 7.5 | 6.2 |",  # the evaluation at 100 sequences, from metrics.jsonl
+        "| a | 1 | not solved in 1,000 | — | — |",
+        "| b | 0 | 200 | — | — |",  # solved, but no metrics file to time it
+        "| b | 1 | not solved in 1,000 | — | — |",
+    ]
+
+
 def test_compare_unknown_model(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'nosuch'.*models with runs: gru, lstm, rnn"):
         compare(["lstm", "nosuch"], [FIXTURES], None, None, tmp_path, "disabled")

@@ -484,6 +484,14 @@ def test_kernel_no_grad_forward_equals_training_forward():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@needs_kernel
+def test_kernel_refuses_a_state_of_the_wrong_shape():
+    fast, _ = _pair()
+    state = fast.initial_state(2)
+    with pytest.raises(ValueError, match="memory"):
+        fast(torch.randn(2, 3, 4), state._replace(memory=state.memory[:, :, :1]))
+
+
 def test_kernel_applies_only_where_it_is_exact():
     x32, x64 = torch.zeros(1, 1, 4), torch.zeros(1, 1, 4, dtype=torch.float64)
     assert ntm_kernel.kernel_for(x64, 1) is None  # float64: the PyTorch path

@@ -11,7 +11,8 @@ The kernels are single-threaded, whatever ``torch.get_num_threads()`` says.
 
 ``C_HELPERS`` is C code both kernels start with: ``vexp`` and ``vlog``, an exp and a log of
 about 1 ulp (Cephes-style range reduction and polynomials) written so that the compiler
-vectorises the loops that call them, which the C library's ``expf``/``logf`` prevent.
+vectorises the loops that call them, which the C library's ``expf``/``logf`` prevent, and a
+``softmax`` built on ``vexp``.
 """
 from __future__ import annotations
 
@@ -80,6 +81,22 @@ static inline float vlog(float x) {
     y += -2.12194440e-4f * e;
     y += -0.5f * z;
     return f + y + 0.693359375f * e;
+}
+
+/* x <- softmax(x) over n entries, max-shifted */
+static void softmax(float *x, long n) {
+    float mx = -INFINITY;
+    #pragma omp simd reduction(max : mx)
+    for (long i = 0; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+    float tot = 0.0f;
+    #pragma omp simd reduction(+ : tot)
+    for (long i = 0; i < n; ++i) {
+        x[i] = vexp(x[i] - mx);
+        tot += x[i];
+    }
+    const float inv = 1.0f / tot;
+    #pragma omp simd
+    for (long i = 0; i < n; ++i) x[i] *= inv;
 }
 
 static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -139,22 +139,12 @@ static void content(const float *M, const float *nrm, const float *key, float be
                     float *c) {
     const float nk = snorm(key, W);
     slot_dots(M, N, W, key, sim);
-    float mx = -INFINITY;
-    #pragma omp simd reduction(max : mx)
+    #pragma omp simd
     for (long n = 0; n < N; ++n) {
         sim[n] = sim[n] / (nk * nrm[n]);
-        const float v = beta * sim[n];
-        mx = v > mx ? v : mx;
+        c[n] = beta * sim[n];
     }
-    float tot = 0.0f;
-    #pragma omp simd reduction(+ : tot)
-    for (long n = 0; n < N; ++n) {
-        c[n] = vexp(beta * sim[n] - mx);
-        tot += c[n];
-    }
-    const float inv = 1.0f / tot;
-    #pragma omp simd
-    for (long n = 0; n < N; ++n) c[n] *= inv;
+    softmax(c, N);
 }
 
 /* gradient of content(): gc in; adds into gM (W x N) and gkey (W); returns d/d beta.

@@ -35,21 +35,6 @@ SOURCE = r"""
 #define COS_EPS COSINE_EPS_VALUE
 #define SHARP_EPS SHARPEN_EPS_VALUE
 
-static void softmax(float *x, long n) {
-    float mx = -INFINITY;
-    #pragma omp simd reduction(max : mx)
-    for (long i = 0; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
-    float tot = 0.0f;
-    #pragma omp simd reduction(+ : tot)
-    for (long i = 0; i < n; ++i) {
-        x[i] = vexp(x[i] - mx);
-        tot += x[i];
-    }
-    const float inv = 1.0f / tot;
-    #pragma omp simd
-    for (long i = 0; i < n; ++i) x[i] *= inv;
-}
-
 /* y = softmax backward: y_i = x_i (g_i - sum_j g_j x_j); y may be g */
 static void softmax_backward(const float *x, const float *g, float *y, long n) {
     float dot = 0.0f;

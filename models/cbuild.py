@@ -31,6 +31,8 @@ from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
+F32 = 4  # bytes of a float32: the kernels take pointers, offsets into buffers are computed in bytes
+
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c99")
 
 C_HELPERS = r"""
@@ -179,6 +181,16 @@ class KernelLibrary:
                     lib = None
             self._state["lib"] = lib
             return lib
+
+
+    def for_input(self, x: Any) -> ctypes.CDLL | None:
+        """The library where it applies to a tensor like ``x`` (float32 on the CPU, the only case the
+        kernels are written for) and could be built; else None."""
+        import torch
+
+        if x.device.type != "cpu" or x.dtype != torch.float32:
+            return None
+        return self.load()
 
 
 def _argtypes(n_long: int, n_ptr: int) -> Sequence[Any]:

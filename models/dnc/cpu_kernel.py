@@ -738,6 +738,4 @@ def load() -> ctypes.CDLL | None:
 
 def kernel_for(x: torch.Tensor, use_kernel: bool) -> ctypes.CDLL | None:
     """The kernels when they apply to inputs like ``x`` (float32 on CPU) and could be built."""
-    if not use_kernel or x.device.type != "cpu" or x.dtype != torch.float32:
-        return None
-    return load()
+    return LIBRARY.for_input(x) if use_kernel else None

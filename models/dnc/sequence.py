@@ -36,9 +36,9 @@ from typing import Any
 
 import torch
 
+from models.cbuild import F32
 from models.dnc import cpu_kernel
 
-_F32 = 4  # bytes
 CHECKPOINT = 4  # keep every 4th link matrix: a segment of 4 (8 MB at B = 32, N = 128) stays in cache
 
 
@@ -104,8 +104,8 @@ class KernelSequence(torch.autograd.Function):
         p_ww, p_wr, p_rd = w_writes.data_ptr(), w_reads.data_ptr(), reads.data_ptr()
         p_xi, p_sv, p_ord = xis.data_ptr(), saved.data_ptr(), orders.data_ptr()
         p_act, p_c, p_h = acts.data_ptr(), cs.data_ptr(), hs.data_ptr()
-        s_mem, s_n, s_rn, s_rw = B * W * N * _F32, B * N * _F32, B * R * N * _F32, B * RW * _F32
-        s_xi, s_sv, s_act, s_h = B * S * _F32, saved[0].numel() * _F32, B * G * _F32, B * H * _F32
+        s_mem, s_n, s_rn, s_rw = B * W * N * F32, B * N * F32, B * R * N * F32, B * RW * F32
+        s_xi, s_sv, s_act, s_h = B * S * F32, saved[0].numel() * F32, B * G * F32, B * H * F32
         w_rh_t, w_xi_t = w_rh.t(), w_xi.t()
         h_prev = h0
         for t in range(T):
@@ -174,8 +174,8 @@ class KernelSequence(torch.autograd.Function):
         p_ww, p_wr = w_writes.data_ptr(), w_reads.data_ptr()
         p_xi, p_sv, p_ord = xis.data_ptr(), saved.data_ptr(), orders.data_ptr()
         p_act, p_c = acts.data_ptr(), cs.data_ptr()
-        s_mem, s_n, s_rn = B * W * N * _F32, B * N * _F32, B * R * N * _F32
-        s_xi, s_sv, s_act, s_h = B * S * _F32, saved[0].numel() * _F32, B * 4 * H * _F32, B * H * _F32
+        s_mem, s_n, s_rn = B * W * N * F32, B * N * F32, B * R * N * F32
+        s_xi, s_sv, s_act, s_h = B * S * F32, saved[0].numel() * F32, B * 4 * H * F32, B * H * F32
         ptr = _ptr
         segment: list[torch.Tensor] = []
         g_link_buffer: torch.Tensor | None = None

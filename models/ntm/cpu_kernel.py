@@ -305,6 +305,4 @@ def saved_size(slots: int, width: int, read_heads: int, shifts: int) -> int:
 
 def kernel_for(x: torch.Tensor, write_heads: int) -> ctypes.CDLL | None:
     """The kernels when they apply (float32 on CPU, one write head) and could be built."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or write_heads != 1:
-        return None
-    return LIBRARY.load()
+    return LIBRARY.for_input(x) if write_heads == 1 else None

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from models.cbuild import F32
 from models.ntm import cpu_kernel
 from models.ntm.controller import (
     feedforward_cell,
@@ -34,7 +35,6 @@ from models.ntm.controller import (
 )
 from models.ntm.sequence import Dims, LoopOut, start_of_backward
 
-_F32 = 4  # bytes
 
 
 def kernel_forward(
@@ -75,7 +75,7 @@ def kernel_forward(
     lstm_saved: dict[str, list[torch.Tensor]] = {"c": [], "sig": [], "gt": [], "tc": []}
     w_zt, w_pt = w_z.t(), w_p.t()
     fwd = lib.ntm_heads_forward
-    s_mem, s_w, s_z, s_sv = b * m * n * _F32, b * n_a * n * _F32, b * zsz * _F32, (sv[0].numel() * _F32 if hist else 0)
+    s_mem, s_w, s_z, s_sv = b * m * n * F32, b * n_a * n * F32, b * zsz * F32, (sv[0].numel() * F32 if hist else 0)
     p_mem, p_w, p_z = mems.data_ptr(), ws.data_ptr(), zs.data_ptr()
     for t in range(steps):
         a_, b_ = (t, t + 1) if hist else (t & 1, (t + 1) & 1)
@@ -93,7 +93,7 @@ def kernel_forward(
         fwd(
             b, n, m, n_r, n_s, int(dims.tanh_add), n_p, zsz,
             p.data_ptr(), p_mem + a_ * s_mem, p_w + a_ * s_w, p_mem + b_ * s_mem, p_w + b_ * s_w,
-            p_z + (t + 1) * s_z + n_h * _F32, None if sv is None else sv.data_ptr() + t * s_sv,
+            p_z + (t + 1) * s_z + n_h * F32, None if sv is None else sv.data_ptr() + t * s_sv,
         )  # fmt: skip
     last = steps if hist else steps & 1
     if keep is not None:
@@ -129,7 +129,7 @@ def kernel_backward(
     g_w_in = None if grads.w is None else grads.w.contiguous()
     g_mem, g_w = new(b, m, n), new(b, n_a, n)
     bwd = lib.ntm_heads_backward
-    s_mem, s_w, s_p, s_sv = b * m * n * _F32, b * n_a * n * _F32, b * n_p * _F32, sv[0].numel() * _F32
+    s_mem, s_w, s_p, s_sv = b * m * n * F32, b * n_a * n * F32, b * n_p * F32, sv[0].numel() * F32
     p_mem, p_w, p_p, p_sv, p_gp = mems.data_ptr(), ws.data_ptr(), ps.data_ptr(), sv.data_ptr(), g_params.data_ptr()
     w_zt = w_z
     for t in range(steps - 1, -1, -1):
@@ -139,7 +139,7 @@ def kernel_backward(
             p_p + t * s_p, p_mem + t * s_mem, p_w + t * s_w, p_w + (t + 1) * s_w, p_sv + t * s_sv,
             g_mem_in.data_ptr() if g_mem_in is not None else None,
             g_w_in.data_ptr() if g_w_in is not None else None,
-            g_z.data_ptr() + n_h * _F32, p_gp + t * s_p, g_mem.data_ptr(), g_w.data_ptr(),
+            g_z.data_ptr() + n_h * F32, p_gp + t * s_p, g_mem.data_ptr(), g_w.data_ptr(),
         )  # fmt: skip
         g_mem_in, g_w_in = g_mem, g_w
         g_h = torch.addmm(g_z[:, :n_h], g_params[t], w_p)

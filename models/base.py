@@ -99,6 +99,16 @@ class MemoryModel(nn.Module):
             )
 
 
+def check_state_shapes(model: str, parts: Iterable[tuple[str, torch.Tensor, tuple[int, ...]]]) -> None:
+    """Raise a ValueError naming the first ``(name, tensor, shape)`` whose tensor is not of that shape.
+
+    For models whose fast paths trust the state's shapes (a C kernel reads raw buffers; ``copy_``
+    into a preallocated buffer would broadcast a wrong shape silently)."""
+    for name, tensor, shape in parts:
+        if tuple(tensor.shape) != tuple(shape):
+            raise ValueError(f"model {model!r}: state.{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
 def stacked_zeros(config: Any, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
     """The zero state ``(B, num_layers, hidden_size)`` of a stack of recurrent cells, for any
     family whose config has those two fields (rnn, lstm's h and c, gru, gru1-3, indrnn)."""

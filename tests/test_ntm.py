@@ -484,12 +484,13 @@ def test_kernel_no_grad_forward_equals_training_forward():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@needs_kernel
-def test_kernel_refuses_a_state_of_the_wrong_shape():
-    fast, _ = _pair()
-    state = fast.initial_state(2)
-    with pytest.raises(ValueError, match="memory"):
-        fast(torch.randn(2, 3, 4), state._replace(memory=state.memory[:, :, :1]))
+def test_a_state_of_the_wrong_shape_is_refused_on_both_paths():
+    for model in _pair():
+        state = model.initial_state(2)
+        with pytest.raises(ValueError, match="memory"):
+            model(torch.randn(2, 3, 4), state._replace(memory=state.memory[:, :, :1]))
+        with pytest.raises(ValueError, match="state.read_weights"):
+            model(torch.randn(2, 3, 4), state._replace(read_weights=state.read_weights[:1]))
 
 
 def test_kernel_applies_only_where_it_is_exact():

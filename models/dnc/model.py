@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from memtasks.config import check_int
-from models.base import MemoryModel, register_model
+from models.base import MemoryModel, check_state_shapes, register_model
 from models.dnc.cpu_kernel import kernel_for
 from models.dnc.interface import interface_size
 from models.dnc.sequence import KernelSequence
@@ -137,11 +137,7 @@ class DNC(MemoryModel):
         cfg = self.config
         H, N, W, R = cfg.hidden_size, cfg.memory_slots, cfg.memory_width, cfg.read_heads
         shapes = ((H,), (H,), (N, W), (N,), (N, N), (N,), (N,), (R, N), (R, W))
-        for name, tensor, shape in zip(DNCState._fields, state, shapes):
-            if tuple(tensor.shape) != (batch_size, *shape):
-                raise ValueError(
-                    f"model 'dnc': state.{name} must have shape {(batch_size, *shape)}, got {tuple(tensor.shape)}"
-                )
+        check_state_shapes("dnc", ((n, t, (batch_size, *s)) for n, t, s in zip(DNCState._fields, state, shapes)))
         return state
 
     def _forward_torch(self, x_proj: torch.Tensor, state: DNCState) -> tuple[torch.Tensor, DNCState]:

@@ -55,13 +55,6 @@ def kernel_forward(
     n_h, n_r, m, n_s, n_p = dims.hidden, dims.read_heads, dims.width, dims.shifts, dims.head_params
     n_a, n = dims.heads, mem0.shape[2]
     zsz = dims.z_size
-    # the C kernels trust these shapes (copy_ into the buffers below would broadcast a wrong one)
-    expected = {"z_0": (z0, (b, zsz)), "memory": (mem0, (b, m, n)), "weightings": (w0, (b, n_a, n))}
-    if dims.lstm:
-        expected["c"] = (c, (b, n_h))
-    for name, (tensor, shape) in expected.items():
-        if tuple(tensor.shape) != shape:
-            raise ValueError(f"model 'ntm': the state's {name} has shape {tuple(tensor.shape)}, expected {shape}")
     new = xp.new_empty
     hist = keep is not None
     slots = steps + 1 if hist else 2

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memtasks.config import check_choice, check_float, check_int
-from models.base import MemoryModel, register_model
+from models.base import MemoryModel, check_state_shapes, register_model
 from models.ntm import cpu_kernel
 from models.ntm.bptt import NTMLoop
 from models.ntm.kernel_sequence import kernel_forward
@@ -172,6 +172,14 @@ class NTM(MemoryModel):
             state = self.initial_state(b, x.device)
         if steps == 0:
             return x.new_zeros(b, 0, self.d_out), state
+        cfg = self.config
+        width = cfg.hidden_size if self.dims.lstm else 0
+        n, m, n_r, n_w = cfg.memory_slots, cfg.memory_width, cfg.read_heads, cfg.write_heads
+        check_state_shapes("ntm", (
+            ("controller.h", state.controller.h, (b, width)), ("controller.c", state.controller.c, (b, width)),
+            ("memory", state.memory, (b, n, m)), ("read_weights", state.read_weights, (b, n_r, n)),
+            ("write_weights", state.write_weights, (b, n_w, n)), ("reads", state.reads, (b, n_r, m)),
+        ))  # fmt: skip
         n_h = self.config.hidden_size
         h0 = state.controller.h if self.dims.lstm else x.new_zeros(b, n_h)
         z0 = torch.cat((h0, state.reads.reshape(b, -1)), dim=1)  # z_0 = [h_0; r_0]

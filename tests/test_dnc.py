@@ -429,14 +429,19 @@ def test_fast_paths_match_the_reference_loop(path, read_heads):
     assert_matches(s_grads, ref_s_grads, "initial-state gradients")
 
 
-@needs_kernel
-def test_kernel_matches_torch_path_over_many_steps():
-    """Longer than a checkpoint segment of the kernel path (sequence.CHECKPOINT), at the default sizes' shape ratios."""
-    torch.manual_seed(1)
-    hp = dict(hidden_size=32, memory_slots=32, memory_width=8)
+def kernel_and_torch(seed: int, **hp):
+    """The same DNC (9 inputs, 8 outputs) twice: on the C kernels and on the PyTorch operators."""
+    torch.manual_seed(seed)
     fast = models.build_model("dnc", 9, 8, **hp)
     slow = models.build_model("dnc", 9, 8, cpu_kernel=False, **hp)
     slow.load_state_dict(fast.state_dict())
+    return fast, slow
+
+
+@needs_kernel
+def test_kernel_matches_torch_path_over_many_steps():
+    """Longer than a checkpoint segment of the kernel path (sequence.CHECKPOINT), at the default sizes' shape ratios."""
+    fast, slow = kernel_and_torch(1, hidden_size=32, memory_slots=32, memory_width=8)
     g = gen(7)
     x = torch.randn(4, 11, 9, generator=g)
     state = random_state(fast, 4, g)
@@ -450,11 +455,7 @@ def test_kernel_matches_torch_path_over_many_steps():
 @needs_kernel
 def test_kernel_backward_twice_and_partial_state_gradients():
     """retain_graph gives the same gradients twice; an initial state with only some parts requiring grad."""
-    torch.manual_seed(6)
-    hp = dict(hidden_size=16, memory_slots=10, memory_width=4)
-    fast = models.build_model("dnc", 9, 8, **hp)
-    slow = models.build_model("dnc", 9, 8, cpu_kernel=False, **hp)
-    slow.load_state_dict(fast.state_dict())
+    fast, slow = kernel_and_torch(6, hidden_size=16, memory_slots=10, memory_width=4)
     g = gen(11)
     x = torch.randn(2, 9, 9, generator=g)
     state = random_state(fast, 2, g)

@@ -31,15 +31,17 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
+def _timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(_timed(fn) for _ in range(repeats))
 
 
 def bench_tasks(batch_size: int = 256, repeats: int = 7, tasks: list[str] | None = None) -> list[dict[str, Any]]:
@@ -119,8 +121,8 @@ def bench_models(
         go_fix()
     for _ in range(repeats):
         for name, _, go_var, go_fix in cases:
-            times[name][0].append(_median_time(go_var, 1, warmup=0))
-            times[name][1].append(_median_time(go_fix, 1, warmup=0))
+            times[name][0].append(_timed(go_var))
+            times[name][1].append(_timed(go_fix))
     rows = []
     for name, model, _, _ in cases:
         trainable, _ = model.param_counts()

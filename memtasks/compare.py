@@ -74,13 +74,8 @@ def _summary_table(tdf: pd.DataFrame, entries: list[str]) -> str:
 
 def _solve_point(path: Path, sequences: float) -> tuple[float, float] | None:
     """(wall seconds, training seconds) since the run's start at its evaluation after ``sequences``."""
-    try:
-        rows = read_jsonl(path.parent / "metrics.jsonl")
-    except RecordError as exc:
-        log.warning("skipped the time to solve of %s", exc)
-        return None
-    for r in rows:
-        if "event" not in r and r.get("sequences") == sequences and "wall_time_s" in r and "train_time_s" in r:
+    for r in _metrics_rows(path, "time to solve") or ():
+        if r.get("sequences") == sequences and "wall_time_s" in r and "train_time_s" in r:
             return float(r["wall_time_s"]), float(r["train_time_s"])
     return None
 
@@ -114,14 +109,20 @@ def aggregate_table(sel: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- curves ----------------------------------------------------------------------------------
-def _curve(path: Path, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _metrics_rows(path: Path, what: str) -> list[dict[str, Any]] | None:
+    """The evaluation rows of the run whose ``result.json`` is ``path``, or None (logged) if unreadable."""
     try:
-        rows = read_jsonl(path.parent / "metrics.jsonl")
+        return [r for r in read_jsonl(path.parent / "metrics.jsonl") if "event" not in r]
     except RecordError as exc:
-        log.warning("skipped the learning curve of %s", exc)
+        log.warning("skipped the %s of %s", what, exc)
         return None
-    pts = [(r["sequences"], r["metrics"]["train"][column]) for r in rows
-           if "event" not in r and column in r.get("metrics", {}).get("train", {})]
+
+
+def _curve(path: Path, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    rows = _metrics_rows(path, "learning curve")
+    if rows is None:
+        return None
+    pts = [(r["sequences"], r["metrics"]["train"][column]) for r in rows if column in r.get("metrics", {}).get("train", {})]
     if not pts:
         return None
     xs, ys = zip(*sorted(pts))

@@ -29,6 +29,8 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 log = logging.getLogger(__name__)
 
 F32 = 4  # bytes of a float32: the kernels take pointers, offsets into buffers are computed in bytes
@@ -183,11 +185,9 @@ class KernelLibrary:
             return lib
 
 
-    def for_input(self, x: Any) -> ctypes.CDLL | None:
+    def for_input(self, x: torch.Tensor) -> ctypes.CDLL | None:
         """The library where it applies to a tensor like ``x`` (float32 on the CPU, the only case the
         kernels are written for) and could be built; else None."""
-        import torch
-
         if x.device.type != "cpu" or x.dtype != torch.float32:
             return None
         return self.load()

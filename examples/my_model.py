@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models import MemoryModel, register_model
+from memtasks.models import MemoryModel, register_model
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def bench_models(
     """
     from memtasks.train.config import RunConfig
     from memtasks.train.trainer import make_optimizer
-    from models import build_model, list_models
+    from memtasks.models import build_model, list_models
 
     task = get_task("copy")
     names = models or [m for m in list_models() if m != "esn"]

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from models import build_model
-from models.esn import ridge_readout
+from memtasks.models import build_model
+from memtasks.models.esn import ridge_readout
 
 
 def memory_function(

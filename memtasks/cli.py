@@ -17,7 +17,7 @@ class CLIError(Exception):
 
 
 def _plugins(names: Sequence[str] | None) -> None:
-    from memtasks.registry import load_plugin
+    from memtasks.core.registry import load_plugin
 
     for spec in names or ():
         load_plugin(spec)
@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from memtasks.config import ConfigError
-    from memtasks.registry import RegistryError
+    from memtasks.core.config import ConfigError
+    from memtasks.core.registry import RegistryError
     from memtasks.train.record import RecordError
     from memtasks.train.trainer import RunError
 

@@ -61,7 +61,7 @@ def label_key(label: str) -> tuple[int, int, str]:
 
 
 def task_class(task: str) -> Any | None:
-    from memtasks.registry import RegistryError
+    from memtasks.core.registry import RegistryError
     from memtasks.tasks import TASKS
 
     try:

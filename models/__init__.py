@@ -1,7 +1,7 @@
 """The model zoo. Importing this package registers every built-in model family."""
-from models.base import MODELS, MemoryModel, build_model, list_models, model_config, register_model
+from memtasks.models.base import MODELS, MemoryModel, build_model, list_models, model_config, register_model
 
-from models import (  # noqa: F401  (imported to register)
+from memtasks.models import (  # noqa: F401  (imported to register)
     dnc,
     esn,
     gru_variants,

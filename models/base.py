@@ -41,8 +41,8 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import nn
 
-from memtasks.config import ConfigError, check_int, from_dict
-from memtasks.registry import Registry, RegistryError
+from memtasks.core.config import ConfigError, check_int, from_dict
+from memtasks.core.registry import Registry, RegistryError
 
 State = Any  # a tensor or a NamedTuple of tensors, batch first
 

@@ -48,11 +48,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from memtasks import metrics as M
-from memtasks.config import check_choice, check_float, check_int
-from memtasks.tasks.base import Batch
-from models.base import MemoryModel, register_model
+from memtasks.core.config import check_choice, check_float, check_int
+from memtasks.models.base import MemoryModel, register_model
 
+Scored = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (inputs, targets, mask) of a batch
 _RIDGE_GRID = tuple(10.0**k for k in range(-8, 2))  # 1e-8, 1e-7, ..., 1e1
 
 
@@ -170,17 +169,23 @@ class ESN(MemoryModel):
         return y, last
 
     @torch.no_grad()
-    def extended_states(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows [1; u(n); x(n)] (S, 1 + d_in + N) and targets (S, d_out) of the scored steps."""
+    def extended_states(
+        self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows [1; u(n); x(n)] (S, 1 + d_in + N) and targets (S, d_out) of the scored steps
+        of ``inputs`` (B, T, d_in), ``targets`` (B, T, d_out) and ``mask`` (B, T), True where scored."""
         dev = self.weight_hh.device
-        u, mask = batch.inputs.to(dev).float(), batch.mask.to(dev)
+        u, mask = inputs.to(dev).float(), mask.to(dev)
         states, _ = self.reservoir_states(u)
         rows = torch.cat([torch.ones(int(mask.sum()), 1, device=dev), u[mask], states[mask]], dim=1)
-        return rows, batch.targets.to(dev).float()[mask]
+        return rows, targets.to(dev).float()[mask]
 
     @torch.no_grad()
-    def fit(self, train: Iterable[Batch], val: Batch, loss: str) -> dict[str, Any]:
+    def fit(self, train: Iterable[Scored], val: Scored, loss: str) -> dict[str, Any]:
         """Fit W_out by ridge regression on ``train``'s scored steps; choose β by ``val``'s ``loss``.
+
+        ``train`` yields and ``val`` is a triple ``(inputs, targets, mask)`` of tensors as in
+        :meth:`extended_states`; ``loss`` is ``"bce"`` (outputs are logits) or ``"mse"``.
 
         X Xᵀ and Z Xᵀ are accumulated batch by batch (memory does not grow with the number
         of batches). Returns ``{"ridge": β, "val_loss": loss at β, "states": rows fitted}``.
@@ -192,15 +197,15 @@ class ESN(MemoryModel):
         xtx = torch.zeros(d, d, dtype=torch.float64, device=acc)
         ztx = torch.zeros(self.d_out, d, dtype=torch.float64, device=acc)
         count = 0
-        for batch in train:
-            rows, targets = self.extended_states(batch)
+        for inputs, targets, mask in train:
+            rows, targets = self.extended_states(inputs, targets, mask)
             rows64 = rows.to(acc, torch.float64)
             xtx += rows64.t() @ rows64
             ztx += self._regression_target(targets, loss).to(acc, torch.float64).t() @ rows64
             count += rows.shape[0]
         if count == 0:
             raise ValueError("esn.fit: the training batches have no scored steps")
-        val_rows, val_targets = self.extended_states(val)
+        val_rows, val_targets = self.extended_states(*val)
         if val_rows.shape[0] == 0:
             raise ValueError("esn.fit: the validation batch has no scored steps")
         best: tuple[float, float, torch.Tensor] | None = None
@@ -222,10 +227,10 @@ class ESN(MemoryModel):
 
     @staticmethod
     def _loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> float:
-        """The task's loss on scored rows (S, d_out): all rows are scored."""
-        mask = torch.ones(1, outputs.shape[0], dtype=torch.bool, device=outputs.device)
-        fn = M.masked_bce if loss == "bce" else M.masked_mse
-        return float(fn(outputs.unsqueeze(0), targets.unsqueeze(0), mask))
+        """The mean loss per scored element over rows (S, d_out), as the tasks define it."""
+        if loss == "bce":
+            return float(F.binary_cross_entropy_with_logits(outputs.float(), targets.float()))
+        return float(F.mse_loss(outputs.float(), targets.float()))
 
 
 def _better(a: float, b: float) -> bool:

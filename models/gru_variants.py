@@ -31,8 +31,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from memtasks.config import check_int
-from models.base import MemoryModel, register_model, stacked_zeros
+from memtasks.core.config import check_int
+from memtasks.models.base import MemoryModel, register_model, stacked_zeros
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from memtasks.config import check_choice, check_int
-from models.base import MemoryModel, register_model, stacked_zeros
+from memtasks.core.config import check_choice, check_int
+from memtasks.models.base import MemoryModel, register_model, stacked_zeros
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,6 @@ def _one_thread():
 def pytest_configure(config):
     from pathlib import Path
 
-    from memtasks.registry import load_plugin
+    from memtasks.core.registry import load_plugin
 
     load_plugin(str(Path(__file__).resolve().parents[1] / "examples" / "my_model.py"))

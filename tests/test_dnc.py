@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 import memtasks
-import models
-from models.dnc import cpu_kernel
-from models.dnc import memory as mem
-from models.dnc.interface import interface_size, split_interface
-from models.dnc.model import DNCState
+import memtasks.models as models
+from memtasks.models.dnc import cpu_kernel
+from memtasks.models.dnc import memory as mem
+from memtasks.models.dnc.interface import interface_size, split_interface
+from memtasks.models.dnc.model import DNCState
 
 EPS = 1e-6  # the smoothed norm of the model's documentation: |x| = sqrt(sum x^2 + EPS)
 B, N, W, R = 2, 6, 3, 2

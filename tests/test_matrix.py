@@ -44,7 +44,7 @@ hidden_size = 12
 FAILING_PLUGIN = '''
 from dataclasses import dataclass
 from torch import nn
-from models import MemoryModel, register_model
+from memtasks.models import MemoryModel, register_model
 
 @dataclass(frozen=True)
 class BoomConfig:
@@ -91,7 +91,7 @@ def test_expansion_order_filters_and_overrides(tmp_path):
 
 def test_presets_load_and_smoke_covers_everything():
     import memtasks
-    import models  # noqa: F401  (registers the models)
+    import memtasks.models as models  # noqa: F401  (registers the models)
 
     for name in ("smoke", "cpu", "paper"):
         assert expand(load_spec(name))

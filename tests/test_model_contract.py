@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import memtasks
-import models
-from models import MODELS, build_model
+import memtasks.models as models
+from memtasks.models import MODELS, build_model
 
 MODEL_NAMES = models.list_models()
 D_IN, D_OUT = 5, 4
@@ -185,7 +185,7 @@ def test_learning_sanity_on_short_copy(name):
 def test_registry_rejects_bad_classes():
     from dataclasses import dataclass
 
-    from memtasks.registry import RegistryError
+    from memtasks.core.registry import RegistryError
 
     @dataclass(frozen=True)
     class Cfg:

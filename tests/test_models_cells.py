@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
+import memtasks.models as models
 from memtasks.tasks.base import Batch
-from models.base import _fit_budget
-from models.esn import ESN, ESNConfig, ridge_readout
+from memtasks.models.base import _fit_budget
+from memtasks.models.esn import ESN, ESNConfig, ridge_readout
 
 GRU_VARIANTS = ("gru1", "gru2", "gru3")
 
@@ -204,6 +204,10 @@ def _echo_batch(batch: int, steps: int, bits: int, seed: int) -> Batch:
     return Batch(u, targets, mask, torch.full((batch,), steps))
 
 
+def _scored(b: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return b.inputs, b.targets, b.mask
+
+
 @pytest.mark.parametrize("rho", [0.8, 1.1])
 def test_esn_spectral_radius_is_exact(rho: float) -> None:
     model = models.build_model("esn", 3, 2, reservoir_size=150, spectral_radius=rho, seed=3)
@@ -244,8 +248,8 @@ def test_esn_fit_equals_lstsq_on_collected_states(loss: str) -> None:
     beta = 1e-2
     model = models.build_model("esn", 2, 2, reservoir_size=60, ridge_grid=(beta,))
     train = [_echo_batch(16, 10, 2, seed) for seed in (10, 11, 12)]
-    result = model.fit(iter(train), _echo_batch(16, 10, 2, 13), loss)
-    rows, targets = zip(*(model.extended_states(b) for b in train))
+    result = model.fit((_scored(b) for b in train), _scored(_echo_batch(16, 10, 2, 13)), loss)
+    rows, targets = zip(*(model.extended_states(*_scored(b)) for b in train))
     X, Y = torch.cat(rows).double(), torch.cat(targets).double()
     Z = 4.0 * (2 * Y - 1) if loss == "bce" else Y
     d = X.shape[1]
@@ -260,9 +264,9 @@ def test_esn_fit_equals_lstsq_on_collected_states(loss: str) -> None:
 
 def test_esn_fit_picks_best_beta_and_solves_delayed_echo() -> None:
     model = models.build_model("esn", 3, 3, reservoir_size=100)
-    train = (_echo_batch(32, 20, 3, seed) for seed in range(4))  # a generator: read once
+    train = (_scored(_echo_batch(32, 20, 3, seed)) for seed in range(4))  # a generator: read once
     val = _echo_batch(32, 20, 3, 100)
-    result = model.fit(train, val, "bce")
+    result = model.fit(train, _scored(val), "bce")
     assert result["ridge"] in model.config.ridge_grid
     y, _ = model(val.inputs)
     assert result["val_loss"] == pytest.approx(F.binary_cross_entropy_with_logits(

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 import memtasks
-import models
-from models.ntm import NTM, NTMConfig, NTMState
-from models.ntm import cpu_kernel as ntm_kernel
-from models.ntm import memory as mem
-from models.ntm import vjp
-from models.ntm.controller import lstm_cell, lstm_cell_backward, lstm_coefficients
+import memtasks.models as models
+from memtasks.models.ntm import NTM, NTMConfig, NTMState
+from memtasks.models.ntm import cpu_kernel as ntm_kernel
+from memtasks.models.ntm import memory as mem
+from memtasks.models.ntm import vjp
+from memtasks.models.ntm.controller import lstm_cell, lstm_cell_backward, lstm_coefficients
 
 D = torch.float64
 

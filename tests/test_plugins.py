@@ -18,7 +18,7 @@ TOY = '''
 from dataclasses import dataclass
 import torch
 from torch import nn
-from models import MemoryModel, register_model
+from memtasks.models import MemoryModel, register_model
 
 @dataclass(frozen=True)
 class ToyConfig:
@@ -58,8 +58,8 @@ def test_local_plugin_file_trains_from_the_cli(tmp_path):
 
 def test_plugin_by_module_path(tmp_path):
     (tmp_path / "my_plugin_mod.py").write_text(TOY)
-    out = run("-c", "import sys; from memtasks.registry import load_plugin; load_plugin('my_plugin_mod');"
-              "import models; print(models.list_models())", env_extra={"PYTHONPATH": str(tmp_path)})
+    out = run("-c", "import sys; from memtasks.core.registry import load_plugin; load_plugin('my_plugin_mod');"
+              "import memtasks.models as models; print(models.list_models())", env_extra={"PYTHONPATH": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert "toy_rnn" in out.stdout
 
@@ -98,7 +98,7 @@ def test_installed_entry_point_package(tmp_path):
     pip = run("-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(target), str(wheel))
     assert pip.returncode == 0, pip.stderr
     env = {"PYTHONPATH": str(target)}
-    listed = run("-c", "import models; print(models.list_models())", env_extra=env)
+    listed = run("-c", "import memtasks.models as models; print(models.list_models())", env_extra=env)
     assert listed.returncode == 0, listed.stderr
     assert "toy_rnn" in listed.stdout
     trained = run("-m", "memtasks.cli", "train", "--task", "copy", "--model", "toy_rnn", "--sequences", "128",

@@ -14,7 +14,7 @@ import pytest
 from memtasks.train import record as R
 from memtasks.train.config import RunConfig
 from memtasks.train.trainer import RunError, train
-from models import MODELS
+from memtasks.models import MODELS
 
 SMALL = {
     "ntm": {"hidden_size": 16, "memory_slots": 8, "memory_width": 4},

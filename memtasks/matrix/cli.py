@@ -47,7 +47,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from memtasks.matrix.executor import LocalExecutor, RayExecutor
     from memtasks.matrix.runner import run_matrix, summary_json, visible_gpus
     from memtasks.matrix.spec import expand, load_spec
-    from memtasks.registry import load_plugin
+    from memtasks.core.registry import load_plugin
 
     plugins = tuple(args.plugin or ())
     for p in plugins:

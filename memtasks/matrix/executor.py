@@ -66,7 +66,7 @@ def run_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: t
     t0, c0 = time.monotonic(), time.process_time()
     config = RunConfig.from_json(config_json)
     try:
-        from memtasks.registry import load_plugin
+        from memtasks.core.registry import load_plugin
         from memtasks.train.trainer import train
 
         for spec in plugins:

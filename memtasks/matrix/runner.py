@@ -100,7 +100,7 @@ def run_matrix(
 def estimated_cost(config: Any) -> float:
     """Sequences × steps of the longest training sequence × the model's relative cost per step."""
     from memtasks.tasks import get_task
-    from models import MODELS
+    from memtasks.models import MODELS
 
     task = get_task(config.task, **config.task_params)
     cost = getattr(MODELS.get(config.model), "relative_cost", 1.0)

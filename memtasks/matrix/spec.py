@@ -34,8 +34,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from memtasks.config import ConfigError, check_int, unknown_key_message
-from memtasks.registry import RegistryError
+from memtasks.core.config import ConfigError, check_int, unknown_key_message
+from memtasks.core.registry import RegistryError
 from memtasks.train.config import RunConfig
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -135,7 +135,7 @@ def expand(
 ) -> list[RunConfig]:
     """The spec's cells as RunConfigs, in a stable order (task, model, seed), narrowed by the filters."""
     from memtasks.tasks import TASKS
-    from models import MODELS
+    from memtasks.models import MODELS
 
     for name in tasks or ():
         if name not in spec.tasks:
@@ -190,7 +190,7 @@ def expand(
 def _check_cell(cfg: RunConfig) -> None:
     """Build the task and check the model's config so a bad value fails before the matrix starts."""
     from memtasks.tasks import get_task
-    from models import MODELS, model_config
+    from memtasks.models import MODELS, model_config
 
     get_task(cfg.task, **cfg.task_params)
     model_config(cfg.model, **cfg.model_params)

@@ -33,8 +33,9 @@ from typing import Any, ClassVar
 import torch
 
 from memtasks import metrics as M
-from memtasks.config import check_int, check_keys
-from memtasks.registry import Registry
+from memtasks.core.config import check_int, check_keys
+from memtasks.core.registry import Registry
+from memtasks.core.seeds import stable_seed
 
 
 @dataclass
@@ -196,8 +197,7 @@ class Task:
 
     def stable_seed(self, *parts: Any) -> int:
         """A 63-bit seed from a sha256 of this task's identity and ``parts`` (never Python's hash())."""
-        payload = json.dumps([self.name, self.version, self.params(), *parts], sort_keys=True, default=str)
-        return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "little") >> 1
+        return stable_seed(self.name, self.version, self.params(), *parts)
 
     # --- metrics -------------------------------------------------------------------
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memtasks.config import check_choice, check_int
+from memtasks.core.config import check_choice, check_int
 from memtasks.tasks.base import Batch, Task, register_task
 
 MODES = ("sequential", "online")

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from memtasks.config import check_int
+from memtasks.core.config import check_int
 from memtasks.tasks.base import Batch, Task, register_task
 
 FIRST_MARK_END = 10  # the first marker lies in [0, FIRST_MARK_END)

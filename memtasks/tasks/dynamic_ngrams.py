@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks import metrics as M
-from memtasks.config import check_int
+from memtasks.core.config import check_int
 from memtasks.tasks.base import Batch, Task, register_task
 
 MAX_ORDER = 16  # each sequence draws a table of 2^(order-1) probabilities

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from memtasks.config import check_int
+from memtasks.core.config import check_int
 from memtasks.tasks.base import Batch, Task, register_task
 
 _MAX = 100_000

@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from memtasks.config import check_choice, check_float, check_int, check_keys, parse_typed, unknown_key_message
+from memtasks.core.config import check_choice, check_float, check_int, check_keys, parse_typed, unknown_key_message
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 CURRICULA = ("none", "uniform", "grow")
@@ -152,7 +152,7 @@ class RunConfig:
     def with_sets(self, assignments: list[str]) -> "RunConfig":
         """Apply ``--set key=value`` strings: RunConfig fields, ``task.<param>`` or ``model.<param>``."""
         from memtasks.tasks import TASKS
-        from models import MODELS
+        from memtasks.models import MODELS
 
         updates: dict[str, Any] = {}
         task_params = dict(self.task_params)

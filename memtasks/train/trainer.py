@@ -26,14 +26,15 @@ from typing import Any, Callable
 import torch
 
 import memtasks
-from memtasks.registry import RegistryError
+from memtasks.core.registry import RegistryError
+from memtasks.core.seeds import stable_seed
 from memtasks.tasks import get_task
 from memtasks.tasks.base import Task
 from memtasks.train import record as R
 from memtasks.train.config import RunConfig
 from memtasks.train.curriculum import Curriculum
-from models import MemoryModel, build_model
-from models.base import MODELS
+from memtasks.models import MemoryModel, build_model
+from memtasks.models.base import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,6 @@ def pick_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RunError("--device mps was asked for but torch sees no MPS device")
     return torch.device(name)
-
-
-def stable_seed(*parts: Any) -> int:
-    """A 63-bit seed from a sha256 of ``parts`` (never Python's salted hash())."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def make_task(config: RunConfig) -> Task:
@@ -381,11 +376,12 @@ class Trainer:
 
         def batches():
             for _ in range(n_batches):
-                yield curriculum.sample(self.task, cfg.batch_size, gen).to(self.device)
+                b = curriculum.sample(self.task, cfg.batch_size, gen).to(self.device)
+                yield b.inputs, b.targets, b.mask
 
         val = self.task.sample(cfg.eval_size, torch.Generator().manual_seed(stable_seed("val", cfg.seed)), device=self.device)
         t0 = time.perf_counter()
-        info = model.fit(batches(), val, self.task.loss)
+        info = model.fit(batches(), (val.inputs, val.targets, val.mask), self.task.loss)
         loop = _Loop(step=n_batches, seen=n_batches * cfg.batch_size, train_time=time.perf_counter() - t0)
         self._evaluate(model, loop, curriculum, wb)
         if self.task.is_solved(loop.last_eval["train"]):

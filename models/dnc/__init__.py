@@ -5,6 +5,6 @@
 operators; ``cpu_kernel.py`` and ``sequence.py``: the same recurrence as C kernels with a
 hand-written backward, for float32 on CPU; ``model.py``: the registered model.
 """
-from models.dnc.model import DNC, DNCConfig, DNCState
+from memtasks.models.dnc.model import DNC, DNCConfig, DNCState
 
 __all__ = ["DNC", "DNCConfig", "DNCState"]

@@ -29,7 +29,7 @@ import ctypes
 
 import torch
 
-from models.cbuild import KernelLibrary
+from memtasks.models.cbuild import KernelLibrary
 
 SOURCE = r"""
 /* One DNC memory step (Graves et al. 2016, Methods): float32, contiguous, batch-major.

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from models.dnc.memory import oneplus
+from memtasks.models.dnc.memory import oneplus
 
 
 class Interface(NamedTuple):

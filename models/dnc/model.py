@@ -32,12 +32,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from memtasks.config import check_int
-from models.base import MemoryModel, check_state_shapes, register_model
-from models.dnc.cpu_kernel import kernel_for
-from models.dnc.interface import interface_size
-from models.dnc.sequence import KernelSequence
-from models.dnc.step import memory_step_torch
+from memtasks.core.config import check_int
+from memtasks.models.base import MemoryModel, check_state_shapes, register_model
+from memtasks.models.dnc.cpu_kernel import kernel_for
+from memtasks.models.dnc.interface import interface_size
+from memtasks.models.dnc.sequence import KernelSequence
+from memtasks.models.dnc.step import memory_step_torch
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from models.cbuild import F32
-from models.dnc import cpu_kernel
+from memtasks.models.cbuild import F32
+from memtasks.models.dnc import cpu_kernel
 
 CHECKPOINT = 4  # keep every 4th link matrix: a segment of 4 (8 MB at B = 32, N = 128) stays in cache
 

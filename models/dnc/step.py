@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from models.dnc import memory as mem
-from models.dnc.interface import split_interface
+from memtasks.models.dnc import memory as mem
+from memtasks.models.dnc.interface import split_interface
 
 Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 

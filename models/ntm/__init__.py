@@ -5,6 +5,6 @@
 ``sequence``: the fused time loop; ``bptt``: its backward pass through time; ``model``: the
 registered model, its config and state.
 """
-from models.ntm.model import NTM, NTMConfig, NTMState
+from memtasks.models.ntm.model import NTM, NTMConfig, NTMState
 
 __all__ = ["NTM", "NTMConfig", "NTMState"]

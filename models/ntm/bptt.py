@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from models.ntm import memory as mem
-from models.ntm import vjp
-from models.ntm.controller import feedforward_coefficients, lstm_cell_backward, lstm_coefficients
-from models.ntm.kernel_sequence import kernel_backward, kernel_forward
-from models.ntm.memory import COSINE_EPS, SHARPEN_EPS
-from models.ntm.sequence import Dims, LoopOut, Saved, input_projection, run_forward, start_of_backward, taps
+from memtasks.models.ntm import memory as mem
+from memtasks.models.ntm import vjp
+from memtasks.models.ntm.controller import feedforward_coefficients, lstm_cell_backward, lstm_coefficients
+from memtasks.models.ntm.kernel_sequence import kernel_backward, kernel_forward
+from memtasks.models.ntm.memory import COSINE_EPS, SHARPEN_EPS
+from memtasks.models.ntm.sequence import Dims, LoopOut, Saved, input_projection, run_forward, start_of_backward, taps
 
 
 def _precompute(dims: Dims, saved: Saved, zs: torch.Tensor) -> dict[str, list[torch.Tensor]]:

@@ -18,8 +18,8 @@ import ctypes
 
 import torch
 
-from models.cbuild import KernelLibrary
-from models.ntm.memory import COSINE_EPS, SHARPEN_EPS
+from memtasks.models.cbuild import KernelLibrary
+from memtasks.models.ntm.memory import COSINE_EPS, SHARPEN_EPS
 
 SOURCE = r"""
 /* NTM heads of one step, float32, batch-major; the memory is held transposed, M[b][m][n]

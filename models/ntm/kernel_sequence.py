@@ -24,16 +24,16 @@ from typing import Any
 
 import torch
 
-from models.cbuild import F32
-from models.ntm import cpu_kernel
-from models.ntm.controller import (
+from memtasks.models.cbuild import F32
+from memtasks.models.ntm import cpu_kernel
+from memtasks.models.ntm.controller import (
     feedforward_cell,
     feedforward_coefficients,
     lstm_cell,
     lstm_cell_backward,
     lstm_coefficients,
 )
-from models.ntm.sequence import Dims, LoopOut, start_of_backward
+from memtasks.models.ntm.sequence import Dims, LoopOut, start_of_backward
 
 
 

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memtasks.config import check_choice, check_float, check_int
-from models.base import MemoryModel, check_state_shapes, register_model
-from models.ntm import cpu_kernel
-from models.ntm.bptt import NTMLoop
-from models.ntm.kernel_sequence import kernel_forward
-from models.ntm.sequence import Dims, input_projection, run_forward
+from memtasks.core.config import check_choice, check_float, check_int
+from memtasks.models.base import MemoryModel, check_state_shapes, register_model
+from memtasks.models.ntm import cpu_kernel
+from memtasks.models.ntm.bptt import NTMLoop
+from memtasks.models.ntm.kernel_sequence import kernel_forward
+from memtasks.models.ntm.sequence import Dims, input_projection, run_forward
 
 
 @dataclass(frozen=True)

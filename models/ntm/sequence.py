@@ -36,9 +36,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from models.ntm import memory as mem
-from models.ntm.controller import feedforward_cell, lstm_cell
-from models.ntm.memory import COSINE_EPS, SHARPEN_EPS
+from memtasks.models.ntm import memory as mem
+from memtasks.models.ntm.controller import feedforward_cell, lstm_cell
+from memtasks.models.ntm.memory import COSINE_EPS, SHARPEN_EPS
 
 
 class Dims(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from models.ntm.memory import COSINE_EPS, SHARPEN_EPS, circular_pad
+from memtasks.models.ntm.memory import COSINE_EPS, SHARPEN_EPS, circular_pad
 
 
 def softmax_backward(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -69,16 +69,6 @@ def _check_range(owner: str, name: str, value: float, lo: float | None, hi: floa
         raise ValueError(f"{owner}.{name}={value!r} is out of range; allowed: [{lo_s}, {hi_s}]")
 
 
-def coerce_value(cls: type, key: str, raw: str) -> Any:
-    """Parse the string ``raw`` (from ``--set key=value``) into the type of field ``key`` of ``cls``.
-
-    Raises ``TypeError`` for an unknown key and ``ValueError`` for a value that does not parse.
-    """
-    check_keys(cls, {key: None})
-    hints = typing.get_type_hints(cls)
-    return parse_typed(hints[key], raw, f"{cls.__name__}.{key}")
-
-
 def parse_typed(tp: Any, raw: str, where: str) -> Any:
     """Parse ``raw`` as type ``tp`` (int, float, bool, str, Optional, tuples of those)."""
     origin = typing.get_origin(tp)

@@ -1,18 +1,23 @@
 """Plain-C CPU kernels built with the system compiler on first use (the DNC's and the NTM's).
 
-A :class:`KernelLibrary` holds one C99 source. Nothing happens at import; the first
-:meth:`KernelLibrary.load` compiles it with ``cc -O3 -march=native`` into a cache directory
+A :class:`KernelLibrary` names one C file of this package (``dnc/kernel.c``, ``ntm/kernel.c``);
+each starts with ``#include "cbuild_helpers.h"``, the C both kernels share: ``vexp`` and
+``vlog``, an exp and a log of about 1 ulp written so that the compiler vectorises the loops that
+call them, a ``softmax`` built on ``vexp``, and the status codes every kernel function returns.
+The files are read as package data (``importlib.resources``), so an installed wheel builds the
+same way as a checkout.
+
+Nothing happens at import; the first :meth:`KernelLibrary.load` copies the C file and the header
+into a scratch directory and compiles them with ``cc -O3 -march=native`` into a cache directory
 (``$XDG_CACHE_HOME/memtasks`` or ``~/.cache/memtasks``, else the temp directory). The file name
-carries a hash of the source, the flags, the compiler and the CPU, so a shared home directory
+carries a hash of the sources, the flags, the compiler and the CPU, so a shared home directory
 never hands one CPU another's instructions, and concurrent builders race harmlessly (the
 library is moved into place atomically). Without a compiler, or if the build fails, ``load``
 returns None, once per process with a warning, and the model runs its PyTorch operators.
 The kernels are single-threaded, whatever ``torch.get_num_threads()`` says.
 
-``C_HELPERS`` is C code both kernels start with: ``vexp`` and ``vlog``, an exp and a log of
-about 1 ulp (Cephes-style range reduction and polynomials) written so that the compiler
-vectorises the loops that call them, which the C library's ``expf``/``logf`` prevent, and a
-``softmax`` built on ``vexp``.
+A kernel function returns a status code (``cbuild_helpers.h``); a nonzero one raises the
+exception of :data:`STATUS_ERRORS`, whose message names the model and the function.
 """
 from __future__ import annotations
 
@@ -26,88 +31,27 @@ import subprocess
 import sys
 import tempfile
 import threading
-from pathlib import Path
-from typing import Any, Sequence
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 log = logging.getLogger(__name__)
 
-F32 = 4  # bytes of a float32: the kernels take pointers, offsets into buffers are computed in bytes
-
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c99")
 
-C_HELPERS = r"""
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
+HEADER = "cbuild_helpers.h"  # next to this file; every kernel includes it
 
-/* exp, arguments clamped to the float range: x = n ln2 + r, e^r by a degree-6 polynomial */
-static inline float vexp(float x) {
-    x = x < -87.33654f ? -87.33654f : x;
-    x = x > 88.3762626647949f ? 88.3762626647949f : x;
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float q = 1.9875691500e-4f;
-    q = q * r + 1.3981999507e-3f;
-    q = q * r + 8.3334519073e-3f;
-    q = q * r + 4.1665795894e-2f;
-    q = q * r + 1.6666665459e-1f;
-    q = q * r + 5.0000001201e-1f;
-    const float y = q * r * r + r + 1.0f;
-    union { int i; float f; } scale;
-    scale.i = ((int)n + 127) << 23;
-    return y * scale.f;
+# the nonzero status codes of cbuild_helpers.h, and what each becomes in Python
+STATUS_ERRORS: dict[int, tuple[type[Exception], str]] = {
+    1: (MemoryError, "out of memory (a malloc in the kernel returned NULL; nothing was written)"),
 }
 
-/* log of a positive normal float: x = m 2^e with m in (sqrt(1/2), sqrt(2)], log(m) by a polynomial in m - 1 */
-static inline float vlog(float x) {
-    union { float f; int i; } u;
-    u.f = x;
-    float e = (float)(((u.i >> 23) & 0xff) - 127);
-    u.i = (u.i & 0x007fffff) | 0x3f800000; /* m in [1, 2) */
-    float m = u.f;
-    const int big = m > 1.41421356f;
-    m = big ? 0.5f * m : m;
-    e = big ? e + 1.0f : e;
-    const float f = m - 1.0f, z = f * f;
-    float y = 7.0376836292e-2f;
-    y = y * f - 1.1514610310e-1f;
-    y = y * f + 1.1676998740e-1f;
-    y = y * f - 1.2420140846e-1f;
-    y = y * f + 1.4249322787e-1f;
-    y = y * f - 1.6668057665e-1f;
-    y = y * f + 2.0000714765e-1f;
-    y = y * f - 2.4999993993e-1f;
-    y = y * f + 3.3333331174e-1f;
-    y = y * f * z;
-    y += -2.12194440e-4f * e;
-    y += -0.5f * z;
-    return f + y + 0.693359375f * e;
-}
 
-/* x <- softmax(x) over n entries, max-shifted */
-static void softmax(float *x, long n) {
-    float mx = -INFINITY;
-    #pragma omp simd reduction(max : mx)
-    for (long i = 0; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
-    float tot = 0.0f;
-    #pragma omp simd reduction(+ : tot)
-    for (long i = 0; i < n; ++i) {
-        x[i] = vexp(x[i] - mx);
-        tot += x[i];
-    }
-    const float inv = 1.0f / tot;
-    #pragma omp simd
-    for (long i = 0; i < n; ++i) x[i] *= inv;
-}
-
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-static inline float vsigm(float x) { return 1.0f / (1.0f + vexp(-x)); }
-static inline float vtanh(float x) { return 1.0f - 2.0f / (vexp(2.0f * x) + 1.0f); }
-"""
+def read_source(relative: str) -> str:
+    """The text of a C file of this package, e.g. ``"dnc/kernel.c"`` (from a checkout or a wheel)."""
+    return resources.files(__package__).joinpath(relative).read_text()
 
 
 def _cpu_id() -> str:
@@ -124,10 +68,15 @@ def _cache_dir() -> Path:
     return Path(base) / "memtasks"
 
 
-def build(name: str, source: str, compiler: str) -> Path:
-    """Compile ``source`` into ``<cache>/<name>_<hash>.so`` unless it is there; return its path."""
+def build(name: str, sources: Mapping[str, str], main: str, compiler: str, defines: Sequence[str] = ()) -> Path:
+    """Compile ``sources[main]`` into ``<cache>/<name>_<hash>.so`` unless it is there; return its path.
+
+    ``sources`` maps file names to texts; they are written side by side, so ``#include "x.h"``
+    finds ``sources["x.h"]``. ``defines`` are ``-D`` options (``"COS_EPS=1e-08f"``).
+    """
     last: Exception | None = None
-    key = hashlib.sha256("\0".join([source, " ".join(FLAGS), compiler, _cpu_id()]).encode()).hexdigest()[:16]
+    parts = [f"{k}\0{sources[k]}" for k in sorted(sources)] + [" ".join(defines), " ".join(FLAGS), compiler, _cpu_id()]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
     for directory in (_cache_dir(), Path(tempfile.gettempdir()) / "memtasks"):
         target = directory / f"{name}_{key}.so"
         if target.exists():
@@ -135,10 +84,11 @@ def build(name: str, source: str, compiler: str) -> Path:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=directory) as tmp:
-                src = Path(tmp) / f"{name}.c"
-                src.write_text(source)
+                for file, text in sources.items():
+                    (Path(tmp) / file).write_text(text)
                 out = Path(tmp) / f"{name}.so"
-                subprocess.run([compiler, *FLAGS, str(src), "-o", str(out)], check=True, capture_output=True, timeout=120)
+                cmd = [compiler, *FLAGS, *(f"-D{d}" for d in defines), "-I", tmp, str(Path(tmp) / main), "-o", str(out)]
+                subprocess.run(cmd, check=True, capture_output=True, timeout=120)
                 os.replace(out, target)  # atomic
             return target
         except (OSError, subprocess.SubprocessError) as exc:
@@ -147,22 +97,42 @@ def build(name: str, source: str, compiler: str) -> Path:
 
 
 class KernelLibrary:
-    """One C source and the signatures of its functions, built and loaded on first use.
+    """One C file of this package and the signatures of its functions, built and loaded on first use.
 
-    ``signatures`` maps a function name to ``(n_long, n_pointer)``: the function takes that many
-    ``long`` arguments followed by that many pointers (``None`` passes NULL) and returns void.
+    ``kernels`` maps a function name to its ``argtypes``; each returns a status code, checked on
+    every call (a nonzero one raises, see :data:`STATUS_ERRORS`). ``queries`` maps a function
+    name to its ``argtypes`` for functions that return a ``long`` (a size). ``structs`` maps a
+    function that returns ``sizeof`` a C struct to the ``ctypes.Structure`` that mirrors it: a
+    mismatch, a bug in this package, raises ``TypeError`` when the library is loaded.
+    ``defines`` are ``-D`` options for the build.
     """
 
-    def __init__(self, name: str, source: str, signatures: dict[str, tuple[int, int]], model: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        kernels: Mapping[str, Sequence[Any]],
+        model: str,
+        queries: Mapping[str, Sequence[Any]] | None = None,
+        structs: Mapping[str, type[ctypes.Structure]] | None = None,
+        defines: Sequence[str] = (),
+    ) -> None:
         self.name = name
-        self.source = C_HELPERS + source
-        self.signatures = signatures
+        self.source = source  # relative to this package, e.g. "dnc/kernel.c"
+        self.kernels = dict(kernels)
+        self.queries = dict(queries or {})
+        self.structs = dict(structs or {})
+        self.defines = tuple(defines)
         self.model = model
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
 
+    def sources(self) -> dict[str, str]:
+        """File name -> text of what the build compiles: the kernel's C file and the shared header."""
+        return {PurePosixPath(self.source).name: read_source(self.source), HEADER: read_source(HEADER)}
+
     def _build(self, compiler: str) -> Path:
-        return build(self.name, self.source, compiler)
+        return build(self.name, self.sources(), PurePosixPath(self.source).name, compiler, self.defines)
 
     def load(self) -> ctypes.CDLL | None:
         """The compiled library, or None where it cannot be built (then the PyTorch path is used)."""
@@ -174,16 +144,31 @@ class KernelLibrary:
             if sys.platform.startswith(("linux", "darwin")) and compiler:
                 try:
                     lib = ctypes.CDLL(str(self._build(compiler)))
-                    for fn, (n_long, n_ptr) in self.signatures.items():
-                        f = getattr(lib, fn)
-                        f.argtypes = _argtypes(n_long, n_ptr)
-                        f.restype = None
+                    self._declare(lib)
                 except (OSError, RuntimeError, AttributeError) as exc:
                     log.warning("%s: C kernels unavailable, using the PyTorch operators (%s)", self.model, exc)
                     lib = None
+            if lib is not None:
+                self._check_structs(lib)
             self._state["lib"] = lib
             return lib
 
+    def _declare(self, lib: ctypes.CDLL) -> None:
+        for fn, argtypes in self.kernels.items():
+            f = getattr(lib, fn)
+            f.argtypes, f.restype, f.errcheck = list(argtypes), ctypes.c_int, _status_check(self.model)
+        for fn, argtypes in [*self.queries.items(), *((fn, ()) for fn in self.structs)]:
+            f = getattr(lib, fn)
+            f.argtypes, f.restype = list(argtypes), ctypes.c_long
+
+    def _check_structs(self, lib: ctypes.CDLL) -> None:
+        for fn, struct in self.structs.items():
+            size, mirror = getattr(lib, fn)(), ctypes.sizeof(struct)
+            if size != mirror:
+                raise TypeError(
+                    f"{self.model} C kernels: {fn}() says {size} bytes but its ctypes mirror "
+                    f"{struct.__name__} has {mirror}: the two struct definitions disagree"
+                )
 
     def for_input(self, x: torch.Tensor) -> ctypes.CDLL | None:
         """The library where it applies to a tensor like ``x`` (float32 on the CPU, the only case the
@@ -193,5 +178,13 @@ class KernelLibrary:
         return self.load()
 
 
-def _argtypes(n_long: int, n_ptr: int) -> Sequence[Any]:
-    return [ctypes.c_long] * n_long + [ctypes.c_void_p] * n_ptr
+def _status_check(model: str) -> Callable[[int, Any, tuple[Any, ...]], int]:
+    """A ctypes ``errcheck``: a nonzero status becomes an exception naming the model and the function."""
+
+    def check(status: int, func: Any, args: tuple[Any, ...]) -> int:
+        if status:
+            kind, what = STATUS_ERRORS.get(status, (RuntimeError, f"failed with status {status}"))
+            raise kind(f"{model} C kernel {func.__name__}: {what}")
+        return status
+
+    return check

@@ -27,7 +27,9 @@ cache-resident pass per step.
 
 The equations are those of ``model.py`` / ``memory.py``; ``tests/test_dnc.py`` checks outputs and
 all gradients against the autograd implementation. Buffers are time-major; the memory is kept
-slot-minor, ``(B, W, N)``, inside (the kernel's loops over slots are then contiguous).
+slot-minor, ``(B, W, N)``, inside (the kernel's loops over slots are then contiguous). The
+kernels see them through one :class:`cpu_kernel.Buffers`, made once per forward, and take slot
+numbers into them; gradients, made in the backward, are passed per call.
 """
 from __future__ import annotations
 
@@ -36,7 +38,6 @@ from typing import Any
 
 import torch
 
-from memtasks.models.cbuild import F32
 from memtasks.models.dnc import cpu_kernel
 
 CHECKPOINT = 4  # keep every 4th link matrix: a segment of 4 (8 MB at B = 32, N = 128) stays in cache
@@ -82,7 +83,7 @@ class KernelSequence(torch.autograd.Function):
         z = new(TS, B, RW + H)  # controller inputs [r_{t-1}; h_{t-1}]
         acts = new(TS, B, G)  # activated gates
         xis = new(TS, B, S)
-        saved = new(TS, B, cpu_kernel.saved_size(N, R))
+        saved = new(TS, B, cpu_kernel.saved_size(lib, N, R))
         orders = torch.empty(TS, B, N, dtype=torch.int32)
         cs = new(TT, B, H)
         mems = new(TT, B, W, N)
@@ -99,13 +100,12 @@ class KernelSequence(torch.autograd.Function):
         mems[0] = memory0.transpose(1, 2)
         usages[0], precs[0], w_writes[0], w_reads[0], reads[0] = usage0, precedence0, w_write0, w_read0, reads0
 
+        buf = cpu_kernel.Buffers(
+            B=B, N=N, W=W, R=R, H=H, xi=xis.data_ptr(), sv=saved.data_ptr(), order=orders.data_ptr(),
+            act=acts.data_ptr(), c=cs.data_ptr(), h=hs.data_ptr(), mem=mems.data_ptr(), usage=usages.data_ptr(),
+            prec=precs.data_ptr(), ww=w_writes.data_ptr(), wr=w_reads.data_ptr(), reads=reads.data_ptr(),
+        )  # fmt: skip
         step_fwd, lstm_fwd = lib.dnc_step_forward, lib.dnc_lstm_forward
-        p_mem, p_use, p_prec = mems.data_ptr(), usages.data_ptr(), precs.data_ptr()
-        p_ww, p_wr, p_rd = w_writes.data_ptr(), w_reads.data_ptr(), reads.data_ptr()
-        p_xi, p_sv, p_ord = xis.data_ptr(), saved.data_ptr(), orders.data_ptr()
-        p_act, p_c, p_h = acts.data_ptr(), cs.data_ptr(), hs.data_ptr()
-        s_mem, s_n, s_rn, s_rw = B * W * N * F32, B * N * F32, B * R * N * F32, B * RW * F32
-        s_xi, s_sv, s_act, s_h = B * S * F32, saved[0].numel() * F32, B * G * F32, B * H * F32
         w_rh_t, w_xi_t = w_rh.t(), w_xi.t()
         h_prev = h0
         for t in range(T):
@@ -113,23 +113,16 @@ class KernelSequence(torch.autograd.Function):
             z[k, :, :RW] = reads[t].view(B, RW)
             z[k, :, RW:] = h_prev
             gates = torch.addmm(xp[t], z[k], w_rh_t)
-            lstm_fwd(B, H, gates.data_ptr(), p_c + a * s_h, p_act + k * s_act, p_c + b * s_h, p_h + t * s_h)
+            lstm_fwd(buf, t, k, a, b, gates.data_ptr())
             torch.addmm(b_xi, hs[t], w_xi_t, out=xis[k])
             keep = (train and (t + 1) % CHECKPOINT == 0) or t + 1 == T
             links[t + 1] = torch.empty_like(links[0]) if keep else scratch  # in place when links[t] is too
-            step_fwd(
-                B, N, W, R,
-                p_xi + k * s_xi, p_mem + a * s_mem, p_use + a * s_n, links[t].data_ptr(), p_prec + a * s_n,
-                p_ww + a * s_n, p_wr + a * s_rn,
-                p_mem + b * s_mem, p_use + b * s_n, links[t + 1].data_ptr(), p_prec + b * s_n,
-                p_ww + b * s_n, p_wr + b * s_rn, p_rd + (t + 1) * s_rw,
-                p_sv + k * s_sv, p_ord + k * (B * N * 4),
-            )  # fmt: skip
+            step_fwd(buf, t, k, a, b, links[t].data_ptr(), links[t + 1].data_ptr())
             h_prev = hs[t]
             if (t + 1) % CHECKPOINT != 1 and t > 0:
                 links[t] = None  # a scratch buffer: recomputed in the backward
 
-        ctx.lib = lib
+        ctx.lib, ctx.buf = lib, buf  # buf points into ctx.buffers, hs and links, all kept below
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)
         # L_T is an output and the backward never reads it: holding it here would make a reference cycle
@@ -155,7 +148,7 @@ class KernelSequence(torch.autograd.Function):
         lib = ctx.lib
         B, T, H, N, W, R, S = ctx.dims
         RW = R * W
-        z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, kept = ctx.buffers
+        z, kept = ctx.buffers[0], ctx.buffers[-1]  # the others are read through ctx.buf
         w_rh, w_xi, link0, hs = ctx.saved_tensors
         links = [link0, *kept, None]  # a copy: the backward may run again (retain_graph)
         new = hs.new_empty
@@ -169,14 +162,8 @@ class KernelSequence(torch.autograd.Function):
         g_xis = new(T, B, S)
         g_gates = new(T, B, 4 * H)
         need_link0 = ctx.needs_input_grad[9]
-        step_bwd, lstm_bwd = lib.dnc_step_backward, lib.dnc_lstm_backward
-        p_mem, p_use, p_prec = mems.data_ptr(), usages.data_ptr(), precs.data_ptr()
-        p_ww, p_wr = w_writes.data_ptr(), w_reads.data_ptr()
-        p_xi, p_sv, p_ord = xis.data_ptr(), saved.data_ptr(), orders.data_ptr()
-        p_act, p_c = acts.data_ptr(), cs.data_ptr()
-        s_mem, s_n, s_rn = B * W * N * F32, B * N * F32, B * R * N * F32
-        s_xi, s_sv, s_act, s_h = B * S * F32, saved[0].numel() * F32, B * 4 * H * F32, B * H * F32
-        ptr = _ptr
+        buf, step_bwd, lstm_bwd = ctx.buf, lib.dnc_step_backward, lib.dnc_lstm_backward
+        ptr, grad = _ptr, cpu_kernel.StateGrad
         segment: list[torch.Tensor] = []
         g_link_buffer: torch.Tensor | None = None
         for t in reversed(range(T)):
@@ -186,8 +173,7 @@ class KernelSequence(torch.autograd.Function):
                     segment.append(torch.empty_like(links[start]))
                 for k in range(start + 1, t + 1):
                     src = links[start] if k == start + 1 else segment[k - start - 2]
-                    lib.dnc_link_update(B, N, src.data_ptr(), p_ww + k * s_n, p_prec + (k - 1) * s_n,
-                                        segment[k - start - 1].data_ptr())
+                    lib.dnc_link_update(buf, k, src.data_ptr(), segment[k - start - 1].data_ptr())
                     links[k] = segment[k - start - 1]
             g_read = g_r
             if g_rs is not None:
@@ -203,24 +189,17 @@ class KernelSequence(torch.autograd.Function):
             else:
                 g_link_p = None
             step_bwd(
-                B, N, W, R,
-                p_xi + t * s_xi, p_mem + t * s_mem, p_use + t * s_n, links[t].data_ptr(), p_prec + t * s_n,
-                p_ww + t * s_n, p_wr + t * s_rn,
-                p_mem + (t + 1) * s_mem, p_ww + (t + 1) * s_n, p_wr + (t + 1) * s_rn,
-                p_sv + t * s_sv, p_ord + t * (B * N * 4),
-                ptr(g_mem), ptr(g_use), ptr(g_link), ptr(g_prec), ptr(g_ww), ptr(g_wr), ptr(g_read),
-                g_xis[t].data_ptr(), g_mem_p.data_ptr(), g_use_p.data_ptr(), ptr(g_link_p),
-                g_prec_p.data_ptr(), g_ww_p.data_ptr(), g_wr_p.data_ptr(),
+                buf, t, links[t].data_ptr(),
+                grad(ptr(g_mem), ptr(g_use), ptr(g_link), ptr(g_prec), ptr(g_ww), ptr(g_wr)),
+                ptr(g_read), g_xis[t].data_ptr(),
+                grad(ptr(g_mem_p), ptr(g_use_p), ptr(g_link_p), ptr(g_prec_p), ptr(g_ww_p), ptr(g_wr_p)),
             )  # fmt: skip
             links[t + 1] = None
             g_mem, g_use, g_link, g_prec, g_ww, g_wr = g_mem_p, g_use_p, g_link_p, g_prec_p, g_ww_p, g_wr_p
             gh_t = g_h if g_hs is None else g_h + g_hs[t]
             gh_t = torch.addmm(gh_t, g_xis[t], w_xi)  # + ∂ξ_t W_ξ
             g_c_p = new(B, H)
-            lstm_bwd(
-                B, H, p_act + t * s_act, p_c + t * s_h, p_c + (t + 1) * s_h, gh_t.data_ptr(), ptr(g_c),
-                g_gates[t].data_ptr(), g_c_p.data_ptr(),
-            )  # fmt: skip
+            lstm_bwd(buf, t, gh_t.data_ptr(), ptr(g_c), g_gates[t].data_ptr(), g_c_p.data_ptr())
             g_c = g_c_p
             g_z = torch.mm(g_gates[t], w_rh)  # (B, RW + H)
             g_r = g_z[:, :RW].reshape(B, R, W)

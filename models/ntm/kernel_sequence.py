@@ -15,7 +15,9 @@ backward, per step t = T-1 … 0
 then every weight gradient as one product over all steps, as in ``bptt.py``.
 
 Buffers are time-major and allocated once per call; without a backward to come (evaluation)
-the memory and weightings live in two alternating slots instead of a history.
+the memory and weightings live in two alternating slots instead of a history. The kernels see
+them through one :class:`cpu_kernel.Buffers`, made once per forward, and take slot numbers into
+them; gradients, made in the backward, are passed per call.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from typing import Any
 
 import torch
 
-from memtasks.models.cbuild import F32
 from memtasks.models.ntm import cpu_kernel
 from memtasks.models.ntm.controller import (
     feedforward_cell,
@@ -64,12 +65,14 @@ def kernel_forward(
     mems[0].copy_(mem0)
     ws[0].copy_(w0)
     ps = new(steps if hist else 1, b, n_p)
-    sv = new(steps, b, cpu_kernel.saved_size(n, m, n_r, n_s)) if hist else None
+    sv = new(steps, b, cpu_kernel.saved_size(lib, n, m, n_r, n_s)) if hist else None
     lstm_saved: dict[str, list[torch.Tensor]] = {"c": [], "sig": [], "gt": [], "tc": []}
     w_zt, w_pt = w_z.t(), w_p.t()
+    buf = cpu_kernel.Buffers(
+        B=b, N=n, M=m, R=n_r, S=n_s, P=n_p, tanh_add=int(dims.tanh_add), Z=zsz, H=n_h,
+        p=ps.data_ptr(), mem=mems.data_ptr(), w=ws.data_ptr(), z=zs.data_ptr(), sv=None if sv is None else sv.data_ptr(),
+    )  # fmt: skip
     fwd = lib.ntm_heads_forward
-    s_mem, s_w, s_z, s_sv = b * m * n * F32, b * n_a * n * F32, b * zsz * F32, (sv[0].numel() * F32 if hist else 0)
-    p_mem, p_w, p_z = mems.data_ptr(), ws.data_ptr(), zs.data_ptr()
     for t in range(steps):
         a_, b_ = (t, t + 1) if hist else (t & 1, (t + 1) & 1)
         gates = torch.addmm(xp[t], zs[t], w_zt)
@@ -82,15 +85,12 @@ def kernel_forward(
                     lstm_saved[key].append(value)
         else:
             feedforward_cell(gates, h_out=h_out)
-        p = torch.addmm(b_p, h_out, w_pt, out=ps[t if hist else 0])
-        fwd(
-            b, n, m, n_r, n_s, int(dims.tanh_add), n_p, zsz,
-            p.data_ptr(), p_mem + a_ * s_mem, p_w + a_ * s_w, p_mem + b_ * s_mem, p_w + b_ * s_w,
-            p_z + (t + 1) * s_z + n_h * F32, None if sv is None else sv.data_ptr() + t * s_sv,
-        )  # fmt: skip
+        k = t if hist else 0
+        torch.addmm(b_p, h_out, w_pt, out=ps[k])
+        fwd(buf, t, k, a_, b_)
     last = steps if hist else steps & 1
     if keep is not None:
-        keep.update(zs=zs, mems=mems, ws=ws, ps=ps, sv=sv, lstm=lstm_saved)
+        keep.update(zs=zs, mems=mems, ws=ws, ps=ps, sv=sv, lstm=lstm_saved, buf=buf)  # buf points into the others
     h_out = zs[-1, :, :n_h].clone() if dims.lstm else zs.new_zeros(b, 0)
     c_out = c if dims.lstm else zs.new_zeros(b, 0)
     r = zs[-1, :, n_h:].unflatten(-1, (n_r, m)).clone()
@@ -102,9 +102,9 @@ def kernel_backward(
 ) -> tuple[torch.Tensor | None, ...]:
     """Backpropagation through time over what :func:`kernel_forward` kept; returns what
     ``bptt.run_backward`` returns, ``(x̄p, z̄_0, c̄_0, M̄_0, w̄_0, W̄_z, W̄_p, b̄_p)``."""
-    zs, mems, ws, ps, sv = keep["zs"], keep["mems"], keep["ws"], keep["ps"], keep["sv"]
-    steps, b, zsz = zs.shape[0] - 1, zs.shape[1], zs.shape[2]
-    n_h, n_r, m, n_s, n_p = dims.hidden, dims.read_heads, dims.width, dims.shifts, dims.head_params
+    zs, mems, buf = keep["zs"], keep["mems"], keep["buf"]
+    steps, b = zs.shape[0] - 1, zs.shape[1]
+    n_h, m, n_p = dims.hidden, dims.width, dims.head_params
     n_a, n = dims.heads, mems.shape[3]
     new = zs.new_empty
     hs = zs[1:, :, :n_h]
@@ -122,17 +122,12 @@ def kernel_backward(
     g_w_in = None if grads.w is None else grads.w.contiguous()
     g_mem, g_w = new(b, m, n), new(b, n_a, n)
     bwd = lib.ntm_heads_backward
-    s_mem, s_w, s_p, s_sv = b * m * n * F32, b * n_a * n * F32, b * n_p * F32, sv[0].numel() * F32
-    p_mem, p_w, p_p, p_sv, p_gp = mems.data_ptr(), ws.data_ptr(), ps.data_ptr(), sv.data_ptr(), g_params.data_ptr()
     w_zt = w_z
     for t in range(steps - 1, -1, -1):
         g_z = g_z.contiguous()
         bwd(
-            b, n, m, n_r, n_s, int(dims.tanh_add), n_p, zsz,
-            p_p + t * s_p, p_mem + t * s_mem, p_w + t * s_w, p_w + (t + 1) * s_w, p_sv + t * s_sv,
-            g_mem_in.data_ptr() if g_mem_in is not None else None,
-            g_w_in.data_ptr() if g_w_in is not None else None,
-            g_z.data_ptr() + n_h * F32, p_gp + t * s_p, g_mem.data_ptr(), g_w.data_ptr(),
+            buf, t, None if g_mem_in is None else g_mem_in.data_ptr(), None if g_w_in is None else g_w_in.data_ptr(),
+            g_z.data_ptr(), g_params[t].data_ptr(), g_mem.data_ptr(), g_w.data_ptr(),
         )  # fmt: skip
         g_mem_in, g_w_in = g_mem, g_w
         g_h = torch.addmm(g_z[:, :n_h], g_params[t], w_p)

@@ -1,0 +1,777 @@
+/* One DNC memory step (Graves et al. 2016, Methods): float32, contiguous, batch-major.
+ * The memory is stored slot-minor, M[b][k][n] (B x W x N), so that every loop over slots is a
+ * contiguous vector loop. Per batch element b, independently (that element's N x N link rows
+ * stay in cache):
+ *   interface  k^w, k^r, beta = oneplus, e, f^i, g^a, g^w = sigmoid, v, pi = softmax over 3
+ *   usage      psi = prod_i (1 - f^i w^r_{t-1,i});  u_t = (u + w^w_{t-1} - u w^w_{t-1}) psi
+ *   allocation phi = stable ascending sort of u_t;  a[phi_j] = (1 - u[phi_j]) prod_{i<j} u[phi_i]
+ *   write      c^w = C(M_{t-1}, k^w, beta^w);  w^w = g^w (g^a a + (1 - g^a) c^w)
+ *              M_t = M_{t-1} (1 - w^w e^T) + w^w v^T
+ *   links      L_t[i,j] = (1 - w^w_i - w^w_j) L_{t-1}[i,j] + w^w_i p_{t-1,j}, L_t[i,i] = 0
+ *              p_t = (1 - sum w^w) p_{t-1} + w^w;  f^i = L_t w^r_{t-1,i};  b^i = L_t^T w^r_{t-1,i}
+ *   read       c^r_i = C(M_t, k^r_i, beta^r_i);  w^r_i = pi_i0 b^i + pi_i1 c^r_i + pi_i2 f^i;  r_i = M_t^T w^r_i
+ * C(M, k, beta)[n] = softmax_n(beta k.M[n] / (|k|_e |M[n]|_e)),  |x|_e = sqrt(sum x^2 + EPS).
+ * The backward is the exact gradient of the above (none through the sort order); it recomputes
+ * the rows of L_t instead of reading them back. Each element of L_t (and of dL_{t-1}) is computed
+ * from the same element of L_{t-1} (of dL_t) alone, so Ln may be L and gL may be gLn: the caller
+ * updates one link buffer in place, which stays in cache, instead of writing a new 2 MB a step.
+ *
+ * Called from Python (models/dnc/sequence.py) through ctypes: every exported function takes the
+ * buffers of the sequence as one dnc_buffers (mirrored field for field by cpu_kernel.Buffers)
+ * and slot numbers into them, and returns a status code of cbuild_helpers.h. */
+#include "cbuild_helpers.h"
+
+#define EPS 1e-6f
+
+/* The time-major buffers of one sequence, allocated once per call by sequence.py: entry i of a
+ * buffer ("slot i") is one step's value. Per-step buffers have TS slots and state buffers TT
+ * (T and T + 1 when training, 1 and 2 alternating slots in evaluation). All contiguous float32
+ * (order: int32). S is the interface size (layout.S), SV = dnc_saved_floats(N, R). */
+typedef struct {
+    long B, N, W, R, H;  /* batch, memory slots, width, read heads, controller size */
+    float *xi;     /* (TS, B, S)       interface vectors xi_t */
+    float *sv;     /* (TS, B, SV)      what the forward saves for the backward (saved_at) */
+    int *order;    /* (TS, B, N)       allocation order phi_t */
+    float *act;    /* (TS, B, 4H)      activated LSTM gates */
+    float *c;      /* (TT, B, H)       LSTM cell c_t */
+    float *h;      /* (T, B, H)        LSTM output h_t, one slot per step */
+    float *mem;    /* (TT, B, W, N)    memory M_t, slot-minor */
+    float *usage;  /* (TT, B, N)       u_t */
+    float *prec;   /* (TT, B, N)       precedence p_t */
+    float *ww;     /* (TT, B, N)       write weighting w^w_t */
+    float *wr;     /* (TT, B, R, N)    read weightings w^r_t */
+    float *reads;  /* (T + 1, B, R, W) read vectors r_t, one slot per step and r_0 */
+} dnc_buffers;
+
+/* dLoss/d of a memory state (M, u, L, p, w^w, w^r), batch-major as in dnc_buffers; NULL: zero */
+typedef struct {
+    float *mem, *usage, *link, *prec, *ww, *wr;
+} dnc_state_grad;
+
+typedef struct {
+    long N, W, R, S;
+    long kw, kr, bw, br, er, fg, ga, gw, v, pi; /* offsets into the interface vector xi */
+} layout;
+
+static layout make_layout(long N, long W, long R) {
+    layout l;
+    l.N = N; l.W = W; l.R = R;
+    l.kw = 0; l.kr = W; l.bw = (1 + R) * W; l.br = l.bw + 1;
+    l.er = l.br + R; l.fg = l.er + W; l.ga = l.fg + R; l.gw = l.ga + 1;
+    l.v = l.gw + 1; l.pi = l.v + W; l.S = l.pi + 3 * R;
+    return l;
+}
+
+
+static inline float snorm(const float *x, long n) {
+    float s = 0.0f;
+    for (long k = 0; k < n; ++k) s += x[k] * x[k];
+    return sqrtf(s + EPS);
+}
+
+/* out[n] = sum_k M[k][n] key[k]  (M is W x N) */
+static void slot_dots(const float *M, long N, long W, const float *key, float *out) {
+    memset(out, 0, sizeof(float) * N);
+    for (long k = 0; k < W; ++k) {
+        const float kk = key[k];
+        const float *Mk = M + k * N;
+        #pragma omp simd
+        for (long n = 0; n < N; ++n) out[n] += Mk[n] * kk;
+    }
+}
+
+/* out[n] = |M[:, n]|_e */
+static void slot_norms(const float *M, long N, long W, float *out) {
+    memset(out, 0, sizeof(float) * N);
+    for (long k = 0; k < W; ++k) {
+        const float *Mk = M + k * N;
+        #pragma omp simd
+        for (long n = 0; n < N; ++n) out[n] += Mk[n] * Mk[n];
+    }
+    #pragma omp simd
+    for (long n = 0; n < N; ++n) out[n] = sqrtf(out[n] + EPS);
+}
+
+/* saved floats per batch element */
+static long saved_size(long N, long R) { return 7 * N + 4 * R * N; }
+long dnc_saved_floats(long N, long R) { return saved_size(N, R); }
+
+typedef struct { float *nM, *simw, *cw, *alloc, *cp, *srt, *nMn, *simr, *cr, *fw, *bk; } saved;
+
+static saved saved_at(float *base, long N, long R) {
+    saved s;
+    s.nM = base; s.simw = base + N; s.cw = base + 2 * N; s.alloc = base + 3 * N; s.cp = base + 4 * N;
+    s.srt = base + 5 * N; s.nMn = base + 6 * N; s.simr = base + 7 * N; s.cr = s.simr + R * N;
+    s.fw = s.cr + R * N; s.bk = s.fw + R * N;
+    return s;
+}
+
+/* stable ascending argsort of x[0..N) by LSD radix sort on order-preserving keys */
+static void argsort(const float *x, long N, int *idx, int *itmp, unsigned *key, unsigned *ktmp) {
+    for (long i = 0; i < N; ++i) {
+        float v = x[i] + 0.0f; /* -0 -> +0 so that zeros tie */
+        unsigned u;
+        memcpy(&u, &v, sizeof u);
+        key[i] = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+        idx[i] = (int)i;
+    }
+    for (int shift = 0; shift < 32; shift += 8) {
+        long count[257];
+        memset(count, 0, sizeof count);
+        for (long i = 0; i < N; ++i) count[((key[i] >> shift) & 255u) + 1]++;
+        if (count[((key[0] >> shift) & 255u) + 1] == N) continue; /* one digit value: nothing to do */
+        for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+        for (long i = 0; i < N; ++i) {
+            long pos = count[(key[i] >> shift) & 255u]++;
+            ktmp[pos] = key[i];
+            itmp[pos] = idx[i];
+        }
+        memcpy(key, ktmp, sizeof(unsigned) * N);
+        memcpy(idx, itmp, sizeof(int) * N);
+    }
+}
+
+/* content weighting of one key against the slots of M (W x N) with known slot norms; writes sim, c */
+static void content(const float *M, const float *nrm, const float *key, float beta, long N, long W, float *sim,
+                    float *c) {
+    const float nk = snorm(key, W);
+    slot_dots(M, N, W, key, sim);
+    #pragma omp simd
+    for (long n = 0; n < N; ++n) {
+        sim[n] = sim[n] / (nk * nrm[n]);
+        c[n] = beta * sim[n];
+    }
+    softmax(c, N);
+}
+
+/* gradient of content(): gc in; adds into gM (W x N) and gkey (W); returns d/d beta.
+ * gdot, gn: N floats of scratch */
+static float content_backward(const float *M, const float *nrm, const float *key, float beta, const float *sim,
+                              const float *c, const float *gc, long N, long W, float *gM, float *gkey,
+                              float *gdot, float *gn) {
+    const float nk = snorm(key, W);
+    float s = 0.0f, gbeta = 0.0f, gnk = 0.0f;
+    #pragma omp simd reduction(+ : s)
+    for (long n = 0; n < N; ++n) s += gc[n] * c[n];
+    #pragma omp simd reduction(+ : gbeta, gnk)
+    for (long n = 0; n < N; ++n) {
+        const float gz = c[n] * (gc[n] - s);
+        gbeta += gz * sim[n];
+        const float gsim = beta * gz;
+        gdot[n] = gsim / (nk * nrm[n]);
+        gnk -= gsim * sim[n];
+        gn[n] = -gsim * sim[n] / (nrm[n] * nrm[n]);
+    }
+    gnk /= nk * nk;
+    for (long k = 0; k < W; ++k) {
+        const float *Mk = M + k * N;
+        float *gMk = gM + k * N;
+        const float kk = key[k];
+        float acc = 0.0f;
+        #pragma omp simd reduction(+ : acc)
+        for (long n = 0; n < N; ++n) {
+            acc += gdot[n] * Mk[n];
+            gMk[n] += gdot[n] * kk + gn[n] * Mk[n];
+        }
+        gkey[k] += acc + gnk * kk;
+    }
+    return gbeta;
+}
+
+/* L_t rows from L_{t-1}; f[h,i] = sum_j L_t[i,j] r[h,j]; bk[h,j] = sum_i r[h,i] L_t[i,j] (any R) */
+static void link_forward(const float *Lb, const float *w, const float *p, const float *r, long N, long R,
+                         float *O, float *fw, float *bk) {
+    memset(bk, 0, sizeof(float) * R * N);
+    for (long i = 0; i < N; ++i) {
+        const float *Li = Lb + i * N;
+        float *Oi = O + i * N;
+        const float a = 1.0f - w[i], wi = w[i];
+        #pragma omp simd
+        for (long j = 0; j < N; ++j) Oi[j] = (a - w[j]) * Li[j] + wi * p[j];
+        Oi[i] = 0.0f;
+        for (long h = 0; h < R; ++h) {
+            const float *rh = r + h * N;
+            float *bh = bk + h * N;
+            const float ri = rh[i];
+            float acc = 0.0f;
+            #pragma omp simd reduction(+ : acc)
+            for (long j = 0; j < N; ++j) {
+                acc += Oi[j] * rh[j];
+                bh[j] += ri * Oi[j];
+            }
+            fw[h * N + i] = acc;
+        }
+    }
+}
+
+/* the same for one read head, four rows at a time: the column vectors are loaded once per block. The
+ * loop computes the diagonal entries like any other (a per-element test for j == i would cost more
+ * than the arithmetic); after it they are set to zero and what they added to f and b is taken back. */
+static void link_forward_1(const float *Lb, const float *w, const float *p, const float *r, long N, float *O,
+                           float *fw, float *bk) {
+    memset(bk, 0, sizeof(float) * N);
+    long i = 0;
+    for (; i + 4 <= N; i += 4) {
+        const float *L0 = Lb + i * N, *L1 = L0 + N, *L2 = L1 + N, *L3 = L2 + N;
+        float *O0 = O + i * N, *O1 = O0 + N, *O2 = O1 + N, *O3 = O2 + N;
+        const float w0 = w[i], w1 = w[i + 1], w2 = w[i + 2], w3 = w[i + 3];
+        const float a0 = 1.0f - w0, a1 = 1.0f - w1, a2 = 1.0f - w2, a3 = 1.0f - w3;
+        const float r0 = r[i], r1 = r[i + 1], r2 = r[i + 2], r3 = r[i + 3];
+        float f0 = 0.0f, f1 = 0.0f, f2 = 0.0f, f3 = 0.0f;
+        #pragma omp simd reduction(+ : f0, f1, f2, f3)
+        for (long j = 0; j < N; ++j) {
+            const float wj = w[j], pj = p[j], rj = r[j];
+            const float o0 = (a0 - wj) * L0[j] + w0 * pj;
+            const float o1 = (a1 - wj) * L1[j] + w1 * pj;
+            const float o2 = (a2 - wj) * L2[j] + w2 * pj;
+            const float o3 = (a3 - wj) * L3[j] + w3 * pj;
+            O0[j] = o0; O1[j] = o1; O2[j] = o2; O3[j] = o3;
+            f0 += o0 * rj; f1 += o1 * rj; f2 += o2 * rj; f3 += o3 * rj;
+            bk[j] += r0 * o0 + r1 * o1 + r2 * o2 + r3 * o3;
+        }
+        fw[i] = f0; fw[i + 1] = f1; fw[i + 2] = f2; fw[i + 3] = f3;
+        for (long d = i; d < i + 4; ++d) { /* L_t[d,d] = 0 */
+            const float o = O[d * N + d];
+            O[d * N + d] = 0.0f;
+            fw[d] -= o * r[d];
+            bk[d] -= r[d] * o;
+        }
+    }
+    for (; i < N; ++i) {
+        const float *Li = Lb + i * N;
+        float *Oi = O + i * N;
+        const float a = 1.0f - w[i], wi = w[i], ri = r[i];
+        float acc = 0.0f;
+        #pragma omp simd reduction(+ : acc)
+        for (long j = 0; j < N; ++j) {
+            const float o = (j == i) ? 0.0f : (a - w[j]) * Li[j] + wi * p[j];
+            Oi[j] = o;
+            acc += o * r[j];
+            bk[j] += ri * o;
+        }
+        fw[i] = acc;
+    }
+}
+
+/* gradient of the link step (any R): dL_t = gnew + gf r^T + r gb^T off the diagonal; accumulates
+ * into gw, gp, gr; writes dL_{t-1} into gL when it is not NULL. row, nrow: N floats of scratch. */
+static void link_backward(const float *gnew, const float *gf, const float *gb, const float *Lb, const float *w,
+                          const float *p, const float *r, long N, long R, float *gL, float *gw, float *gp,
+                          float *gr, float *row, float *nrow) {
+    for (long i = 0; i < N; ++i) {
+        const float *Li = Lb + i * N;
+        const float a = 1.0f - w[i], wi = w[i];
+        if (gnew) memcpy(row, gnew + i * N, sizeof(float) * N);
+        else memset(row, 0, sizeof(float) * N);
+        for (long h = 0; h < R; ++h) {
+            const float *rh = r + h * N, *gbh = gb + h * N;
+            const float gfi = gf[h * N + i], ri = rh[i];
+            #pragma omp simd
+            for (long j = 0; j < N; ++j) row[j] += gfi * rh[j] + ri * gbh[j];
+        }
+        row[i] = 0.0f;
+        #pragma omp simd
+        for (long j = 0; j < N; ++j) nrow[j] = (a - w[j]) * Li[j] + wi * p[j];
+        nrow[i] = 0.0f;
+        for (long h = 0; h < R; ++h) {
+            const float *gbh = gb + h * N;
+            float *grh = gr + h * N;
+            const float gfi = gf[h * N + i];
+            float acc = 0.0f;
+            #pragma omp simd reduction(+ : acc)
+            for (long j = 0; j < N; ++j) {
+                acc += gbh[j] * nrow[j];
+                grh[j] += gfi * nrow[j];
+            }
+            grh[i] += acc;
+        }
+        float gwi = 0.0f;
+        #pragma omp simd reduction(+ : gwi)
+        for (long j = 0; j < N; ++j) {
+            const float g = row[j], lv = Li[j];
+            gp[j] += wi * g;
+            gwi += g * (p[j] - lv);
+            gw[j] -= g * lv;
+        }
+        gw[i] += gwi;
+        if (gL) {
+            float *gLi = gL + i * N;
+            #pragma omp simd
+            for (long j = 0; j < N; ++j) gLi[j] = row[j] * (a - w[j]);
+        }
+    }
+}
+
+/* the same for one read head, four rows at a time */
+#define LINK_BWD_ROW(k)                                                                            \
+    const float g##k = G##k[j] + gf##k * rj + r##k * gbj;                                          \
+    const float l##k = L##k[j], d##k = a##k - wj;                                                  \
+    const float n##k = d##k * l##k + w##k * pj;                                                    \
+    ar##k += gbj * n##k;                                                                           \
+    aw##k += g##k * (pj - l##k);
+
+/* what LINK_BWD_ROW(k) and the sums after it added for the diagonal entry (i + k, i + k), whose
+ * gradient is zero because L_t's diagonal is set to zero: taken back after the unmasked loop */
+#define LINK_BWD_DIAG(k)                                                                           \
+    {                                                                                              \
+        const long d = i + k;                                                                      \
+        const float g = gd##k + gf##k * r[d] + r##k * gb[d];                                       \
+        const float lv = L##k[d], nv = (a##k - w[d]) * lv + w##k * p[d];                           \
+        ar##k -= gb[d] * nv;                                                                       \
+        aw##k -= g * (p[d] - lv);                                                                  \
+        gr[d] -= gf##k * nv;                                                                       \
+        gp[d] -= w##k * g;                                                                         \
+        gw[d] += g * lv;                                                                           \
+        if (gL) gL[d * N + d] = 0.0f;                                                              \
+    }
+
+static const float zeros_row[4096];
+
+static void link_backward_1(const float *gnew, const float *gf, const float *gb, const float *Lb, const float *w,
+                            const float *p, const float *r, long N, float *gL, float *gw, float *gp, float *gr) {
+    long i = 0;
+    if (N <= 4096) {
+        for (; i + 4 <= N; i += 4) {
+            const float *L0 = Lb + i * N, *L1 = L0 + N, *L2 = L1 + N, *L3 = L2 + N;
+            const float *G0 = gnew ? gnew + i * N : zeros_row, *G1 = gnew ? G0 + N : zeros_row;
+            const float *G2 = gnew ? G1 + N : zeros_row, *G3 = gnew ? G2 + N : zeros_row;
+            const float w0 = w[i], w1 = w[i + 1], w2 = w[i + 2], w3 = w[i + 3];
+            const float a0 = 1.0f - w0, a1 = 1.0f - w1, a2 = 1.0f - w2, a3 = 1.0f - w3;
+            const float r0 = r[i], r1 = r[i + 1], r2 = r[i + 2], r3 = r[i + 3];
+            const float gf0 = gf[i], gf1 = gf[i + 1], gf2 = gf[i + 2], gf3 = gf[i + 3];
+            float ar0 = 0.0f, ar1 = 0.0f, ar2 = 0.0f, ar3 = 0.0f, aw0 = 0.0f, aw1 = 0.0f, aw2 = 0.0f, aw3 = 0.0f;
+            /* read before the loop: gL may be gnew itself (updated in place) */
+            const float gd0 = G0[i], gd1 = G1[i + 1], gd2 = G2[i + 2], gd3 = G3[i + 3];
+            if (gL) {
+                float *D0 = gL + i * N, *D1 = D0 + N, *D2 = D1 + N, *D3 = D2 + N;
+                #pragma omp simd reduction(+ : ar0, ar1, ar2, ar3, aw0, aw1, aw2, aw3)
+                for (long j = 0; j < N; ++j) {
+                    const float wj = w[j], pj = p[j], rj = r[j], gbj = gb[j];
+                    LINK_BWD_ROW(0) LINK_BWD_ROW(1) LINK_BWD_ROW(2) LINK_BWD_ROW(3)
+                    gr[j] += gf0 * n0 + gf1 * n1 + gf2 * n2 + gf3 * n3;
+                    gp[j] += w0 * g0 + w1 * g1 + w2 * g2 + w3 * g3;
+                    gw[j] -= g0 * l0 + g1 * l1 + g2 * l2 + g3 * l3;
+                    D0[j] = g0 * d0; D1[j] = g1 * d1; D2[j] = g2 * d2; D3[j] = g3 * d3;
+                }
+            } else {
+                #pragma omp simd reduction(+ : ar0, ar1, ar2, ar3, aw0, aw1, aw2, aw3)
+                for (long j = 0; j < N; ++j) {
+                    const float wj = w[j], pj = p[j], rj = r[j], gbj = gb[j];
+                    LINK_BWD_ROW(0) LINK_BWD_ROW(1) LINK_BWD_ROW(2) LINK_BWD_ROW(3)
+                    gr[j] += gf0 * n0 + gf1 * n1 + gf2 * n2 + gf3 * n3;
+                    gp[j] += w0 * g0 + w1 * g1 + w2 * g2 + w3 * g3;
+                    gw[j] -= g0 * l0 + g1 * l1 + g2 * l2 + g3 * l3;
+                }
+            }
+            LINK_BWD_DIAG(0) LINK_BWD_DIAG(1) LINK_BWD_DIAG(2) LINK_BWD_DIAG(3)
+            gr[i] += ar0; gr[i + 1] += ar1; gr[i + 2] += ar2; gr[i + 3] += ar3;
+            gw[i] += aw0; gw[i + 1] += aw1; gw[i + 2] += aw2; gw[i + 3] += aw3;
+        }
+    }
+    for (; i < N; ++i) {
+        const float *L0 = Lb + i * N, *G0 = gnew ? gnew + i * N : 0;
+        const float w0 = w[i], a0 = 1.0f - w0, r0 = r[i], gf0 = gf[i];
+        float ar0 = 0.0f, aw0 = 0.0f;
+        for (long j = 0; j < N; ++j) {
+            const float wj = w[j], pj = p[j], rj = r[j], gbj = gb[j];
+            const float g0 = (j == i) ? 0.0f : (G0 ? G0[j] : 0.0f) + gf0 * rj + r0 * gbj;
+            const float l0 = L0[j], d0 = a0 - wj;
+            const float n0 = (j == i) ? 0.0f : d0 * l0 + w0 * pj;
+            ar0 += gbj * n0;
+            aw0 += g0 * (pj - l0);
+            gr[j] += gf0 * n0;
+            gp[j] += w0 * g0;
+            gw[j] -= g0 * l0;
+            if (gL) gL[i * N + j] = g0 * d0;
+        }
+        gr[i] += ar0;
+        gw[i] += aw0;
+    }
+}
+
+static int step_forward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
+                        const float *L, const float *p, const float *wwp, const float *wrp, float *Mn, float *un,
+                        float *Ln, float *pn, float *ww, float *wr, float *rv, float *sv, int *phi) {
+    const layout l = make_layout(N, W, R);
+    int *itmp = malloc(sizeof(int) * N);
+    unsigned *key = malloc(sizeof(unsigned) * N), *ktmp = malloc(sizeof(unsigned) * N);
+    float *psi = malloc(sizeof(float) * N), *e = malloc(sizeof(float) * W);
+    if (!itmp || !key || !ktmp || !psi || !e) {
+        free(itmp); free(key); free(ktmp); free(psi); free(e);
+        return KERNEL_NO_MEMORY;
+    }
+    for (long b = 0; b < B; ++b) {
+        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
+        const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
+        float *Mnb = Mn + b * N * W, *unb = un + b * N, *Lnb = Ln + b * N * N, *pnb = pn + b * N;
+        float *wwb = ww + b * N, *wrb = wr + b * R * N, *rvb = rv + b * R * W;
+        int *phib = phi + b * N;
+        saved s = saved_at(sv + b * saved_size(N, R), N, R);
+        const float ga = sigm(x[l.ga]), gw = sigm(x[l.gw]), betaw = 1.0f + softplus(x[l.bw]);
+        for (long k = 0; k < W; ++k) e[k] = sigm(x[l.er + k]);
+
+        /* usage and allocation */
+        for (long n = 0; n < N; ++n) psi[n] = 1.0f;
+        for (long h = 0; h < R; ++h) {
+            const float f = sigm(x[l.fg + h]);
+            #pragma omp simd
+            for (long n = 0; n < N; ++n) psi[n] *= 1.0f - f * wrpb[h * N + n];
+        }
+        #pragma omp simd
+        for (long n = 0; n < N; ++n) unb[n] = (ub[n] + wwpb[n] - ub[n] * wwpb[n]) * psi[n];
+        argsort(unb, N, phib, itmp, key, ktmp);
+        float prod = 1.0f;
+        for (long j = 0; j < N; ++j) {
+            const float sj = unb[phib[j]];
+            s.srt[j] = sj;
+            s.cp[j] = prod;
+            s.alloc[phib[j]] = (1.0f - sj) * prod;
+            prod *= sj;
+        }
+
+        /* write weighting, memory */
+        slot_norms(Mb, N, W, s.nM);
+        content(Mb, s.nM, x + l.kw, betaw, N, W, s.simw, s.cw);
+        float wsum = 0.0f;
+        #pragma omp simd reduction(+ : wsum)
+        for (long n = 0; n < N; ++n) {
+            wwb[n] = gw * (ga * s.alloc[n] + (1.0f - ga) * s.cw[n]);
+            wsum += wwb[n];
+        }
+        for (long k = 0; k < W; ++k) {
+            const float ek = e[k], vk = x[l.v + k];
+            const float *Mk = Mb + k * N;
+            float *Ok = Mnb + k * N;
+            #pragma omp simd
+            for (long n = 0; n < N; ++n) Ok[n] = Mk[n] * (1.0f - wwb[n] * ek) + wwb[n] * vk;
+        }
+        slot_norms(Mnb, N, W, s.nMn);
+
+        /* links, precedence, directional weightings */
+        if (R == 1) link_forward_1(Lb, wwb, pb, wrpb, N, Lnb, s.fw, s.bk);
+        else link_forward(Lb, wwb, pb, wrpb, N, R, Lnb, s.fw, s.bk);
+        #pragma omp simd
+        for (long n = 0; n < N; ++n) pnb[n] = (1.0f - wsum) * pb[n] + wwb[n];
+
+        /* reads */
+        for (long h = 0; h < R; ++h) {
+            const float betar = 1.0f + softplus(x[l.br + h]);
+            content(Mnb, s.nMn, x + l.kr + h * W, betar, N, W, s.simr + h * N, s.cr + h * N);
+            const float *z = x + l.pi + 3 * h;
+            const float mz = fmaxf(z[0], fmaxf(z[1], z[2]));
+            const float e0 = expf(z[0] - mz), e1 = expf(z[1] - mz), e2 = expf(z[2] - mz), t = e0 + e1 + e2;
+            const float p0 = e0 / t, p1 = e1 / t, p2 = e2 / t;
+            float *wh = wrb + h * N;
+            const float *bh = s.bk + h * N, *ch = s.cr + h * N, *fh = s.fw + h * N;
+            #pragma omp simd
+            for (long n = 0; n < N; ++n) wh[n] = p0 * bh[n] + p1 * ch[n] + p2 * fh[n];
+            for (long k = 0; k < W; ++k) {
+                const float *Ok = Mnb + k * N;
+                float acc = 0.0f;
+                #pragma omp simd reduction(+ : acc)
+                for (long n = 0; n < N; ++n) acc += wh[n] * Ok[n];
+                rvb[h * W + k] = acc;
+            }
+        }
+    }
+    free(itmp); free(key); free(ktmp); free(psi); free(e);
+    return KERNEL_OK;
+}
+
+static void copy_or_zero(float *dst, const float *src, long n) {
+    if (src) memcpy(dst, src, sizeof(float) * n);
+    else memset(dst, 0, sizeof(float) * n);
+}
+
+static int step_backward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
+                         const float *L, const float *p, const float *wwp, const float *wrp, const float *Mn,
+                         const float *ww, const float *wr, const float *sv, const int *phi, const float *gMn,
+                         const float *gun, const float *gLn, const float *gpn, const float *gww, const float *gwr,
+                         const float *grv, float *gxi, float *gM, float *gu, float *gL, float *gp, float *gwwp,
+                         float *gwrp) {
+    const layout l = make_layout(N, W, R);
+    float *gMa = malloc(sizeof(float) * N * W);  /* dLoss/dM_t */
+    float *gwwa = malloc(sizeof(float) * N);      /* dLoss/dw^w_t */
+    float *gwra = malloc(sizeof(float) * R * N);  /* dLoss/dw^r_t */
+    float *gu1 = malloc(sizeof(float) * N);       /* dLoss/du_t */
+    float *gf = malloc(sizeof(float) * R * N), *gb = malloc(sizeof(float) * R * N), *gcr = malloc(sizeof(float) * R * N);
+    float *row = malloc(sizeof(float) * N), *nrow = malloc(sizeof(float) * N), *tmp = malloc(sizeof(float) * N);
+    float *tmp2 = malloc(sizeof(float) * N), *q = malloc(sizeof(float) * R * N);
+    float *e = malloc(sizeof(float) * W);
+    if (!gMa || !gwwa || !gwra || !gu1 || !gf || !gb || !gcr || !row || !nrow || !tmp || !tmp2 || !q || !e) {
+        free(gMa); free(gwwa); free(gwra); free(gu1); free(gf); free(gb); free(gcr);
+        free(row); free(nrow); free(tmp); free(tmp2); free(q); free(e);
+        return KERNEL_NO_MEMORY;
+    }
+    for (long b = 0; b < B; ++b) {
+        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
+        const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
+        const float *Mnb = Mn + b * N * W, *wwb = ww + b * N, *wrb = wr + b * R * N;
+        const int *phib = phi + b * N;
+        saved s = saved_at((float *)sv + b * saved_size(N, R), N, R);
+        float *gx = gxi + b * l.S, *gMb = gM + b * N * W, *gub = gu + b * N, *gpb = gp + b * N;
+        float *gwwpb = gwwp + b * N, *gwrpb = gwrp + b * R * N;
+        float *gLb = gL ? gL + b * N * N : 0;
+        const float *gLnb = gLn ? gLn + b * N * N : 0;
+        const float ga = sigm(x[l.ga]), gw = sigm(x[l.gw]), betaw = 1.0f + softplus(x[l.bw]);
+        for (long k = 0; k < W; ++k) e[k] = sigm(x[l.er + k]);
+        memset(gx, 0, sizeof(float) * l.S);
+
+        copy_or_zero(gMa, gMn ? gMn + b * N * W : 0, N * W);
+        copy_or_zero(gwwa, gww ? gww + b * N : 0, N);
+        copy_or_zero(gwra, gwr ? gwr + b * R * N : 0, R * N);
+        copy_or_zero(gu1, gun ? gun + b * N : 0, N);
+        memset(gwrpb, 0, sizeof(float) * R * N);
+        memset(gpb, 0, sizeof(float) * N);
+
+        /* r_i = M_t^T w^r_i */
+        if (grv) {
+            const float *g = grv + b * R * W;
+            for (long h = 0; h < R; ++h) {
+                const float *wh = wrb + h * N;
+                float *gwh = gwra + h * N;
+                for (long k = 0; k < W; ++k) {
+                    const float gk = g[h * W + k];
+                    const float *Ok = Mnb + k * N;
+                    float *gOk = gMa + k * N;
+                    #pragma omp simd
+                    for (long n = 0; n < N; ++n) {
+                        gwh[n] += gk * Ok[n];
+                        gOk[n] += gk * wh[n];
+                    }
+                }
+            }
+        }
+        /* read modes, read content */
+        for (long h = 0; h < R; ++h) {
+            const float *z = x + l.pi + 3 * h;
+            const float mz = fmaxf(z[0], fmaxf(z[1], z[2]));
+            const float e0 = expf(z[0] - mz), e1 = expf(z[1] - mz), e2 = expf(z[2] - mz), t = e0 + e1 + e2;
+            const float p0 = e0 / t, p1 = e1 / t, p2 = e2 / t;
+            const float *gwh = gwra + h * N, *bh = s.bk + h * N, *ch = s.cr + h * N, *fh = s.fw + h * N;
+            float *gbh = gb + h * N, *gch = gcr + h * N, *gfh = gf + h * N;
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f;
+            #pragma omp simd reduction(+ : g0, g1, g2)
+            for (long n = 0; n < N; ++n) {
+                const float g = gwh[n];
+                g0 += g * bh[n];
+                g1 += g * ch[n];
+                g2 += g * fh[n];
+                gbh[n] = p0 * g;
+                gch[n] = p1 * g;
+                gfh[n] = p2 * g;
+            }
+            const float dotp = g0 * p0 + g1 * p1 + g2 * p2;
+            gx[l.pi + 3 * h] = p0 * (g0 - dotp);
+            gx[l.pi + 3 * h + 1] = p1 * (g1 - dotp);
+            gx[l.pi + 3 * h + 2] = p2 * (g2 - dotp);
+            const float xb = x[l.br + h];
+            const float gbeta = content_backward(Mnb, s.nMn, x + l.kr + h * W, 1.0f + softplus(xb), s.simr + h * N,
+                                                 ch, gch, N, W, gMa, gx + l.kr + h * W, tmp, tmp2);
+            gx[l.br + h] = gbeta * sigm(xb);
+        }
+
+        /* links */
+        if (R == 1) link_backward_1(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, gLb, gwwa, gpb, gwrpb);
+        else link_backward(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, R, gLb, gwwa, gpb, gwrpb, row, nrow);
+        /* precedence */
+        if (gpn) {
+            const float *g = gpn + b * N;
+            float wsum = 0.0f, dot = 0.0f;
+            #pragma omp simd reduction(+ : wsum, dot)
+            for (long n = 0; n < N; ++n) { wsum += wwb[n]; dot += g[n] * pb[n]; }
+            #pragma omp simd
+            for (long n = 0; n < N; ++n) {
+                gpb[n] += (1.0f - wsum) * g[n];
+                gwwa[n] += g[n] - dot;
+            }
+        }
+        /* memory write */
+        for (long k = 0; k < W; ++k) {
+            const float ek = e[k], vk = x[l.v + k];
+            const float *Mk = Mb + k * N, *gk = gMa + k * N;
+            float *gMk = gMb + k * N;
+            float ge = 0.0f, gv = 0.0f;
+            #pragma omp simd reduction(+ : ge, gv)
+            for (long n = 0; n < N; ++n) {
+                const float g = gk[n];
+                gMk[n] = g * (1.0f - wwb[n] * ek);
+                gwwa[n] += g * (vk - Mk[n] * ek);
+                ge -= g * wwb[n] * Mk[n];
+                gv += g * wwb[n];
+            }
+            gx[l.er + k] = ge * ek * (1.0f - ek);
+            gx[l.v + k] = gv;
+        }
+        /* write weighting */
+        float ggw = 0.0f, gga = 0.0f;
+        #pragma omp simd reduction(+ : ggw, gga)
+        for (long n = 0; n < N; ++n) {
+            const float mix = ga * s.alloc[n] + (1.0f - ga) * s.cw[n];
+            const float gmix = gw * gwwa[n];
+            ggw += gwwa[n] * mix;
+            gga += gmix * (s.alloc[n] - s.cw[n]);
+            row[n] = ga * gmix;           /* dLoss/da */
+            nrow[n] = (1.0f - ga) * gmix; /* dLoss/dc^w */
+        }
+        gx[l.gw] = ggw * gw * (1.0f - gw);
+        gx[l.ga] = gga * ga * (1.0f - ga);
+        const float gbw = content_backward(Mb, s.nM, x + l.kw, betaw, s.simw, s.cw, nrow, N, W, gMb, gx + l.kw,
+                                           tmp, tmp2);
+        gx[l.bw] = gbw * sigm(x[l.bw]);
+        /* allocation: a[phi_j] = (1 - s_j) cp_j, cp_j = prod_{i<j} s_i; with Q_j = sum_{k>j} G_k prod_{j<i<k} s_i,
+         * G_k = da[phi_k] (1 - s_k), ds_j = cp_j (Q_j - da[phi_j]): exact, and no division by a usage */
+        float Q = 0.0f;
+        for (long j = N - 1; j >= 0; --j) {
+            const float gaj = row[phib[j]];
+            gu1[phib[j]] += s.cp[j] * (Q - gaj);
+            Q = gaj * (1.0f - s.srt[j]) + s.srt[j] * Q;
+        }
+        /* usage */
+        for (long h = 0; h < R; ++h) {
+            const float f = sigm(x[l.fg + h]);
+            #pragma omp simd
+            for (long n = 0; n < N; ++n) q[h * N + n] = 1.0f - f * wrpb[h * N + n];
+        }
+        for (long n = 0; n < N; ++n) {
+            float psi = 1.0f;
+            for (long h = 0; h < R; ++h) psi *= q[h * N + n];
+            const float up = ub[n] + wwpb[n] - ub[n] * wwpb[n];
+            const float gup = gu1[n] * psi;
+            tmp[n] = gu1[n] * up; /* dLoss/dpsi */
+            gub[n] = gup * (1.0f - wwpb[n]);
+            gwwpb[n] = gup * (1.0f - ub[n]);
+        }
+        for (long h = 0; h < R; ++h) {
+            const float f = sigm(x[l.fg + h]);
+            float gfh = 0.0f;
+            for (long n = 0; n < N; ++n) {
+                float others = 1.0f;
+                for (long h2 = 0; h2 < R; ++h2)
+                    if (h2 != h) others *= q[h2 * N + n];
+                const float gq = tmp[n] * others;
+                gfh -= gq * wrpb[h * N + n];
+                gwrpb[h * N + n] -= gq * f;
+            }
+            gx[l.fg + h] = gfh * f * (1.0f - f);
+        }
+    }
+    free(gMa); free(gwwa); free(gwra); free(gu1); free(gf); free(gb); free(gcr);
+    free(row); free(nrow); free(tmp); free(tmp2); free(q); free(e);
+    return KERNEL_OK;
+}
+
+/* LSTM cell of the controller, gates in (i, f, o, g) order, for B rows of 4H pre-activations:
+ * i, f, o = sigmoid, g = tanh;  c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).
+ * Writes the activated gates into act (B x 4H) for the backward. */
+
+static void lstm_forward(long B, long H, const float *gates, const float *c, float *act, float *cn, float *hn) {
+    for (long b = 0; b < B; ++b) {
+        const float *z = gates + b * 4 * H, *cb = c + b * H;
+        float *a = act + b * 4 * H, *cnb = cn + b * H, *hb = hn + b * H;
+        #pragma omp simd
+        for (long k = 0; k < 3 * H; ++k) a[k] = vsigm(z[k]);
+        #pragma omp simd
+        for (long k = 3 * H; k < 4 * H; ++k) a[k] = vtanh(z[k]);
+        #pragma omp simd
+        for (long k = 0; k < H; ++k) {
+            const float cc = a[H + k] * cb[k] + a[k] * a[3 * H + k];
+            cnb[k] = cc;
+            hb[k] = a[2 * H + k] * vtanh(cc);
+        }
+    }
+}
+
+/* gh: dLoss/dh_t; gc: dLoss/dc_t from later steps (NULL: none). Writes dLoss/dgates and dLoss/dc_{t-1}. */
+static void lstm_backward(long B, long H, const float *act, const float *c, const float *cn, const float *gh,
+                          const float *gc, float *ggates, float *gcp) {
+    for (long b = 0; b < B; ++b) {
+        const float *a = act + b * 4 * H, *cb = c + b * H, *cnb = cn + b * H, *ghb = gh + b * H;
+        const float *gcb = gc ? gc + b * H : 0;
+        float *gz = ggates + b * 4 * H, *gcpb = gcp + b * H;
+        #pragma omp simd
+        for (long k = 0; k < H; ++k) {
+            const float i = a[k], f = a[H + k], o = a[2 * H + k], g = a[3 * H + k];
+            const float tc = vtanh(cnb[k]);
+            const float dc = (gcb ? gcb[k] : 0.0f) + ghb[k] * o * (1.0f - tc * tc);
+            gz[k] = dc * g * i * (1.0f - i);
+            gz[H + k] = dc * cb[k] * f * (1.0f - f);
+            gz[2 * H + k] = ghb[k] * tc * o * (1.0f - o);
+            gz[3 * H + k] = dc * i * (1.0f - g * g);
+            gcpb[k] = dc * f;
+        }
+    }
+}
+
+/* L_t alone (for the backward's recomputation from a checkpoint): out = (1 - w_i - w_j) L + w_i p_j, diag 0 */
+static void link_update(long B, long N, const float *L, const float *w, const float *p, float *out) {
+    for (long b = 0; b < B; ++b) {
+        const float *Lb = L + b * N * N, *wb = w + b * N, *pb = p + b * N;
+        float *O = out + b * N * N;
+        for (long i = 0; i < N; ++i) {
+            const float *Li = Lb + i * N;
+            float *Oi = O + i * N;
+            const float a = 1.0f - wb[i], wi = wb[i];
+            #pragma omp simd
+            for (long j = 0; j < N; ++j) Oi[j] = (a - wb[j]) * Li[j] + wi * pb[j];
+            Oi[i] = 0.0f;
+        }
+    }
+}
+
+/* --- the exported functions: slot numbers into one dnc_buffers, pointers only for what is not in it --- */
+
+#define SLOT(buf, i, size) ((buf) + (i) * (size))
+
+/* memory step t: interface xi and saves at slot `step`, state from slot `prev` to slot `next`, r_{t+1}
+ * at reads slot t + 1; L_{t-1} in L, L_t into Ln (which may be L) */
+int dnc_step_forward(const dnc_buffers *s, long t, long step, long prev, long next, const float *L, float *Ln) {
+    const long B = s->B, N = s->N, W = s->W, R = s->R, S = make_layout(N, W, R).S, SV = saved_size(N, R);
+    const long n = B * N, rn = B * R * N, mem = B * W * N;
+    return step_forward(B, N, W, R, SLOT(s->xi, step, B * S), SLOT(s->mem, prev, mem), SLOT(s->usage, prev, n), L,
+                        SLOT(s->prec, prev, n), SLOT(s->ww, prev, n), SLOT(s->wr, prev, rn),
+                        SLOT(s->mem, next, mem), SLOT(s->usage, next, n), Ln, SLOT(s->prec, next, n),
+                        SLOT(s->ww, next, n), SLOT(s->wr, next, rn), SLOT(s->reads, t + 1, B * R * W),
+                        SLOT(s->sv, step, B * SV), SLOT(s->order, step, n));
+}
+
+/* gradient of memory step t (every buffer at its training slot: per-step t, state t -> t + 1), L_{t-1}
+ * in L. In: dLoss/d(state t) (next), dLoss/dr_{t+1} (grv, or NULL). Out: dLoss/dxi_t (gxi, B x S) and
+ * dLoss/d(state t - 1) (prev; prev->link may be NULL, or next->link itself: updated in place). */
+int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_state_grad *next, const float *grv,
+                      float *gxi, const dnc_state_grad *prev) {
+    const long B = s->B, N = s->N, W = s->W, R = s->R, S = make_layout(N, W, R).S, SV = saved_size(N, R);
+    const long n = B * N, rn = B * R * N, mem = B * W * N;
+    return step_backward(B, N, W, R, SLOT(s->xi, t, B * S), SLOT(s->mem, t, mem), SLOT(s->usage, t, n), L,
+                         SLOT(s->prec, t, n), SLOT(s->ww, t, n), SLOT(s->wr, t, rn), SLOT(s->mem, t + 1, mem),
+                         SLOT(s->ww, t + 1, n), SLOT(s->wr, t + 1, rn), SLOT(s->sv, t, B * SV),
+                         SLOT(s->order, t, n), next->mem, next->usage, next->link, next->prec, next->ww, next->wr,
+                         grv, gxi, prev->mem, prev->usage, prev->link, prev->prec, prev->ww, prev->wr);
+}
+
+/* LSTM step t: gates (B x 4H) in; c from slot `prev` to slot `next`, activations at slot `step`, h_t at slot t */
+int dnc_lstm_forward(const dnc_buffers *s, long t, long step, long prev, long next, const float *gates) {
+    const long B = s->B, H = s->H;
+    lstm_forward(B, H, gates, SLOT(s->c, prev, B * H), SLOT(s->act, step, B * 4 * H), SLOT(s->c, next, B * H),
+                 SLOT(s->h, t, B * H));
+    return KERNEL_OK;
+}
+
+/* gradient of LSTM step t: gh = dLoss/dh_t, gc = dLoss/dc_t (or NULL); writes dLoss/dgates and dLoss/dc_{t-1} */
+int dnc_lstm_backward(const dnc_buffers *s, long t, const float *gh, const float *gc, float *ggates, float *gcp) {
+    const long B = s->B, H = s->H;
+    lstm_backward(B, H, SLOT(s->act, t, B * 4 * H), SLOT(s->c, t, B * H), SLOT(s->c, t + 1, B * H), gh, gc,
+                  ggates, gcp);
+    return KERNEL_OK;
+}
+
+/* L_t from L_{t-1} (L) with w^w_t (ww slot t) and p_{t-1} (prec slot t - 1), into out */
+int dnc_link_update(const dnc_buffers *s, long t, const float *L, float *out) {
+    const long B = s->B, N = s->N;
+    link_update(B, N, L, SLOT(s->ww, t, B * N), SLOT(s->prec, t - 1, B * N), out);
+    return KERNEL_OK;
+}
+
+/* sizeof(dnc_buffers), sizeof(dnc_state_grad): checked against their ctypes mirrors when loaded */
+long dnc_sizeof_buffers(void) { return (long)sizeof(dnc_buffers); }
+long dnc_sizeof_state_grad(void) { return (long)sizeof(dnc_state_grad); }

@@ -2,9 +2,15 @@
 
 Each ``*_backward`` takes the gradient ``ḡ`` of the operation's output and the operation's
 inputs, and returns the gradients of the inputs. They are the derivations, one operation at
-a time, each tested against autograd; ``sequence.py`` runs the same equations fused over a
-whole step, on intermediates it kept from the forward. Shapes as in ``memory.py``: ``B``
-batch, ``H`` heads, ``N`` slots, ``M`` width, ``S = 2R + 1`` shifts.
+a time, each tested against autograd; ``bptt.py`` and the C kernel (``kernel.c``) run the same
+equations fused over a whole step, on intermediates kept from the forward. Shapes as in
+``memory.py``: ``B`` batch, ``H`` heads, ``N`` slots, ``M`` width, ``S = 2R + 1`` shifts.
+
+Why this module stays in the library: ``bptt.py`` calls :func:`write_backward` itself (the
+write with more than one write head), and the other functions are the written-out derivations
+that ``bptt.py``'s fused backward cites step by step (``kernel.c`` follows ``bptt.py`` term by
+term). ``tests/test_ntm.py`` checks each against autograd alone, so that a wrong term shows up
+in the operation that has it rather than somewhere in a whole step's gradient.
 """
 from __future__ import annotations
 

@@ -23,6 +23,8 @@ OPTIONAL
       at their default (``"t_max"``: the number of steps of the longest training sequence);
     * ``after_optimizer_step()``: called by the trainer after each optimiser step (IndRNN
       clips its recurrent weights there);
+    * ``ran_with(device) -> dict``: what actually runs where it can differ from the config (a
+      fast path that is unavailable), recorded by the trainer;
     * ``closed_form = True`` with ``fit(train, val, loss) -> dict``: the model is trained in
       closed form (the echo state network's ridge readout) instead of by gradient steps;
     * ``count_params(d_in, d_out, config)``: a cheap trainable-parameter count, used by the
@@ -42,9 +44,12 @@ import torch
 from torch import nn
 
 from memtasks.core.config import ConfigError, check_int, from_dict
+from memtasks.core.limits import GIB, memory_limit_bytes
 from memtasks.core.registry import Registry, RegistryError
 
 State = Any  # a tensor or a NamedTuple of tensors, batch first
+BUDGET_TOLERANCE = 0.05  # a parameter budget is met when the count is within 5% of it
+BYTES_PER_TRAINED_PARAM = 16  # float32 weight, gradient and two Adam moments
 
 
 class MemoryModel(nn.Module):
@@ -74,6 +79,12 @@ class MemoryModel(nn.Module):
 
     def after_optimizer_step(self) -> None:
         """OPTIONAL hook run after each optimiser step."""
+
+    def ran_with(self, device: torch.device) -> dict[str, Any]:
+        """OPTIONAL: how this model actually runs on ``device`` where that can differ from its
+        config (e.g. ``{"cpu_kernel": False}`` when the C kernels could not be built); the
+        trainer records it in config.json as ``ran_with``."""
+        return {}
 
     def param_counts(self) -> tuple[int, int]:
         """(trainable, total) parameter counts; buffers such as a frozen reservoir count as total."""
@@ -181,7 +192,19 @@ def build_model(name: str, d_in: int, d_out: int, param_budget: int | None = Non
             raise ConfigError(f"model {name!r} has no size knob, so it cannot be sized to a parameter budget")
         if knob in hparams:
             raise ConfigError(f"give either param_budget or {knob} for model {name!r}, not both")
-        value, count = _fit_budget(cls, d_in, d_out, config, knob, param_budget)
+        value, count, neighbours = _fit_budget(cls, d_in, d_out, config, knob, param_budget)
+        if abs(count - param_budget) > BUDGET_TOLERANCE * param_budget:
+            options = " or ".join(f"{c:,} ({knob}={v})" for v, c in neighbours)
+            raise ConfigError(
+                f"param_budget={param_budget:,} cannot be met within {BUDGET_TOLERANCE:.0%} by model {name!r}; "
+                f"the nearest achievable counts are {options}"
+            )
+        if count * BYTES_PER_TRAINED_PARAM > memory_limit_bytes():
+            raise ConfigError(
+                f"param_budget={param_budget:,}: {count:,} trainable parameters of model {name!r} need about "
+                f"{count * BYTES_PER_TRAINED_PARAM / GIB:,.1f} GiB to train (weights, gradients, optimiser state), "
+                f"over the limit of {memory_limit_bytes() / GIB:,.1f} GiB (half of this machine's memory)"
+            )
         config = dataclasses.replace(config, **{knob: value})
         info = {
             "param_budget": param_budget,
@@ -195,7 +218,11 @@ def build_model(name: str, d_in: int, d_out: int, param_budget: int | None = Non
     return model
 
 
-def _fit_budget(cls: Any, d_in: int, d_out: int, config: Any, knob: str, budget: int) -> tuple[int, int]:
+def _fit_budget(
+    cls: Any, d_in: int, d_out: int, config: Any, knob: str, budget: int
+) -> tuple[int, int, list[tuple[int, int]]]:
+    """The knob value whose count is nearest ``budget``, its count, and the (value, count) pairs
+    on either side of the budget."""
     def count(v: int) -> int:
         return cls.count_params(d_in, d_out, dataclasses.replace(config, **{knob: v}))
 
@@ -209,4 +236,4 @@ def _fit_budget(cls: Any, d_in: int, d_out: int, config: Any, knob: str, budget:
         else:
             lo = mid
     best = min((lo, hi), key=lambda v: (abs(count(v) - budget), v))
-    return best, count(best)
+    return best, count(best), [(v, count(v)) for v in sorted({lo, hi})]

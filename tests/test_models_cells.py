@@ -64,7 +64,7 @@ def test_esn_budget_within_five_percent() -> None:
     model = models.build_model("esn", 9, 8, param_budget=5000)
     assert abs(model.budget_info["relative_error"]) <= 0.05
     assert model.param_counts()[0] == model.budget_info["trainable_params"]
-    size, count = _fit_budget(ESN, 9, 8, ESNConfig(), "reservoir_size", 50000)
+    size, count, _ = _fit_budget(ESN, 9, 8, ESNConfig(), "reservoir_size", 50000)
     assert abs(count - 50000) <= 2500 and count == (1 + 9 + size) * 8
 
 

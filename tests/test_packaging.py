@@ -2,7 +2,6 @@
 ``models``), and dependencies point one way: models know torch and the core, nothing else."""
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -35,6 +34,10 @@ def test_tasks_import_no_model():
 
 
 def test_package_list_matches_the_tree():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     mapping = config["package-dir"]
     found = set()

@@ -16,13 +16,15 @@ import sys
 from pathlib import Path
 from typing import Callable, Generic, Iterator, TypeVar
 
+from memtasks.core.errors import MemtasksError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class RegistryError(ValueError):
+class RegistryError(MemtasksError):
     """A name could not be registered or found."""
 
 
@@ -139,11 +141,37 @@ def load_plugin(spec: str) -> None:
         sys.modules[mod_name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception:
+        except RegistryError:
             del sys.modules[mod_name]
             raise
+        except Exception as exc:
+            del sys.modules[mod_name]
+            raise RegistryError(f"plugin file {spec}: {_where(exc, path)}") from exc
         return
     try:
         importlib.import_module(spec)
     except ModuleNotFoundError as exc:
-        raise RegistryError(f"plugin {spec!r} is neither a .py file nor an importable module ({exc})") from exc
+        if exc.name is not None and (spec == exc.name or spec.startswith(exc.name + ".")):
+            raise RegistryError(f"plugin {spec!r} is neither a .py file nor an importable module ({exc})") from exc
+        raise RegistryError(f"plugin module {spec}: {_where(exc, None)}") from exc
+    except RegistryError:
+        raise
+    except Exception as exc:
+        raise RegistryError(f"plugin module {spec}: {_where(exc, None)}") from exc
+
+
+def _where(exc: BaseException, path: Path | None) -> str:
+    """``line N: ErrorType: message`` for an exception raised while importing a plugin: the line
+    of a syntax error, else the deepest frame in the plugin file (or anywhere, for a module)."""
+    if isinstance(exc, SyntaxError):
+        return f"line {exc.lineno}: SyntaxError: {exc.msg}"
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if path is not None:
+        mine = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+        frames = mine or frames
+    frames = [f for f in frames if "importlib" not in f.filename] or frames
+    loc = f"line {frames[-1].lineno}: " if frames and path is not None else (
+        f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else "")
+    return f"{loc}{type(exc).__name__}: {exc}"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from memtasks.train import record as R
+from memtasks.results import store as R
 from memtasks.train.config import RunConfig
 
 RECORD_FILES = ("config.json", "metrics.jsonl", "result.json")
@@ -32,7 +32,7 @@ RECORD_FILES = ("config.json", "metrics.jsonl", "result.json")
 @dataclass
 class CellOutcome:
     config: RunConfig
-    status: str  # ok | diverged | failed | skipped (already finished)
+    status: str  # ok | diverged | failed | busy (held by another process) | interrupted
     error: str | None = None
     seconds: float = 0.0
     cpu_seconds: float = 0.0
@@ -49,32 +49,31 @@ class CellOutcome:
         return f"{c.task}/{c.model}/seed-{c.seed}"
 
 
-def finished_status(config: RunConfig, runs_dir: Path) -> str | None:
-    """``ok``/``diverged`` when the cell's record is final; None when it must (re)run."""
-    path = R.run_dir(runs_dir, config.group, config.task, config.model, config.seed) / "result.json"
-    if not path.exists():
-        return None
-    try:
-        result = R.read_result(path)
-    except R.RecordError:
-        return None
-    return result["status"] if result["status"] in ("ok", "diverged") else None
-
-
-def run_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: tuple[str, ...]) -> dict[str, Any]:
-    """Train one cell in this process; never raises (errors become a ``failed`` outcome)."""
+def run_cell(
+    config_json: str, runs_dir: str, wandb_mode: str | None, plugins: tuple[str, ...], force: bool = False
+) -> dict[str, Any]:
+    """Train one cell in this process; never raises (errors become a ``failed`` outcome, a run
+    that another process holds becomes ``busy``, a stop request ``interrupted``)."""
     t0, c0 = time.monotonic(), time.process_time()
     config = RunConfig.from_json(config_json)
+    result = None
     try:
         from memtasks.core.registry import load_plugin
+        from memtasks.train.checkpoint import RunBusy
+        from memtasks.train.interrupt import Interrupted
         from memtasks.train.trainer import train
 
         for spec in plugins:
             load_plugin(spec)
-        result = train(config, runs_dir, wandb_mode=wandb_mode)
-        status, error = result["status"], result.get("error")
+        try:
+            result = train(config, runs_dir, wandb_mode=wandb_mode, force=force)
+            status, error = result["status"], result.get("error")
+        except RunBusy as exc:
+            status, error = "busy", str(exc)
+        except Interrupted as exc:
+            status, error = "interrupted", str(exc)
     except Exception as exc:  # a cell that cannot even start is reported, the matrix goes on
-        result, status, error = None, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
     return {
         "status": status,
         "error": error,
@@ -84,9 +83,10 @@ def run_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: t
     }
 
 
-def _die_with_parent() -> None:
-    """Linux: end this worker when the driver dies, so a killed matrix leaves no orphan
-    training the same run folder as the next invocation."""
+def _die_with_parent(parent: int) -> None:
+    """Linux: end this worker when the driver dies, whatever signal killed it, so a killed matrix
+    leaves no orphan training the same run folder as the next invocation. The parent may have
+    died before the request was made; then the worker's parent is already another process."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -95,12 +95,17 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
-def _init_worker(threads: int, gpu_queue: Any) -> None:
+def _init_worker(threads: int, gpu_queue: Any, parent: int) -> None:
     import torch
 
-    _die_with_parent()
+    from memtasks.train.interrupt import install_for_worker
+
+    _die_with_parent(parent)
+    install_for_worker()  # Ctrl-C or SIGTERM: finish the step, write a checkpoint, report interrupted
     torch.set_num_threads(threads)
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
@@ -109,7 +114,11 @@ def _init_worker(threads: int, gpu_queue: Any) -> None:
 @dataclass
 class LocalExecutor:
     """A pool of worker processes: by default one per CPU core with one torch thread each, or
-    ``workers_per_gpu`` per visible GPU (one recurrent run rarely fills a GPU)."""
+    ``workers_per_gpu`` per visible GPU (one recurrent run rarely fills a GPU).
+
+    Cells are handed out one per free worker, so a stop request (``stop()`` returning True: the
+    driver got Ctrl-C or SIGTERM) starts no new cell; the running ones are asked to stop too
+    (SIGTERM), write their checkpoints and report ``interrupted``."""
 
     workers: int | None = None
     workers_per_gpu: int = 1
@@ -139,26 +148,51 @@ class LocalExecutor:
         wandb_mode: str | None,
         plugins: tuple[str, ...],
         on_done: Callable[[CellOutcome, int], None],
+        force: bool = False,
+        stop: Callable[[], bool] = lambda: False,
     ) -> list[CellOutcome]:
         n = min(self.plan(), max(1, len(cells)))
         ctx = mp.get_context("spawn")
         gpu_queue = self.gpu_queue(ctx, n)
-        outcomes = []
-        with cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(1, gpu_queue)) as pool:
-            futures = {
-                pool.submit(run_cell, c.to_json(), str(runs_dir), wandb_mode, plugins): c for c in cells
-            }
-            running = len(futures)
-            for fut in cf.as_completed(futures):
-                running -= 1
-                cfg = futures[fut]
-                try:
-                    outcome = CellOutcome.from_output(cfg, fut.result())
-                except Exception as exc:  # the worker process itself died
-                    outcome = CellOutcome(cfg, "failed", f"worker died: {type(exc).__name__}: {exc}")
-                outcomes.append(outcome)
-                on_done(outcome, min(running, n))
+        outcomes: list[CellOutcome] = []
+        queue = list(reversed(cells))  # pop() takes them in the given order
+        pool = cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(1, gpu_queue, os.getpid()))
+        running: dict[cf.Future, RunConfig] = {}
+        signalled = False
+        try:
+            while queue or running:
+                while queue and len(running) < n and not stop():
+                    cfg = queue.pop()
+                    running[pool.submit(run_cell, cfg.to_json(), str(runs_dir), wandb_mode, plugins, force)] = cfg
+                if not running:
+                    break
+                if stop() and not signalled:
+                    signalled = True
+                    _signal_workers(pool)
+                done, _ = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    cfg = running.pop(fut)
+                    try:
+                        outcome = CellOutcome.from_output(cfg, fut.result())
+                    except Exception as exc:  # the worker process itself died
+                        outcome = CellOutcome(cfg, "failed", f"worker died: {type(exc).__name__}: {exc}")
+                    outcomes.append(outcome)
+                    on_done(outcome, len(running))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return outcomes
+
+
+def _signal_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Ask every worker to stop after its current step (a terminal's Ctrl-C reached them
+    already; a SIGTERM to the driver alone did not)."""
+    import signal
+
+    for pid in list(getattr(pool, "_processes", {}) or {}):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
 
 
 def _ray_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: tuple[str, ...]) -> dict[str, Any]:

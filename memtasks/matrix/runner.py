@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 import memtasks
-from memtasks.matrix.executor import CellOutcome, LocalExecutor, RayExecutor, finished_status
-from memtasks.matrix.spec import MatrixSpec, expand
-from memtasks.train import record as R
+from memtasks.matrix.executor import CellOutcome, LocalExecutor, RayExecutor
+from memtasks.matrix.spec import MatrixSpec, SpecError, expand
+from memtasks.results import store as R
+from memtasks.train import interrupt
+from memtasks.train.checkpoint import RunError
+from memtasks.train.config import RunConfig
+from memtasks.train.trainer import config_differences, stored_config
 
 
 @dataclass
@@ -23,16 +26,25 @@ class MatrixReport:
     skipped: int
     wall_s: float
     workers: int
+    not_started: list[RunConfig] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def failed(self) -> list[CellOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    @property
+    def busy(self) -> list[CellOutcome]:
+        return [o for o in self.outcomes if o.status == "busy"]
+
     def counts(self) -> dict[str, int]:
         counts = {"ok": 0, "diverged": 0, "failed": 0}
         for o in self.outcomes:
-            counts[o.status] = counts.get(o.status, 0) + 1
+            key = {"busy": "held by another process", "interrupted": "interrupted"}.get(o.status, o.status)
+            counts[key] = counts.get(key, 0) + 1
         counts["skipped (already finished)"] = self.skipped
+        if self.not_started:
+            counts["not started"] = len(self.not_started)
         return counts
 
     def utilisation(self) -> float | None:
@@ -42,11 +54,69 @@ class MatrixReport:
         return sum(o.cpu_seconds for o in self.outcomes) / (self.wall_s * self.workers)
 
 
-def write_matrix_meta(spec: MatrixSpec, group: str, runs_dir: Path) -> None:
+@dataclass
+class MatrixPlan:
+    """The cells of a matrix invocation and what each needs: to run, or nothing (finished)."""
+
+    cells: list[RunConfig]
+    todo: list[RunConfig]
+    finished: list[RunConfig]
+    force: bool = False
+    sets: list[str] = field(default_factory=list)
+
+    def states(self) -> list[tuple[RunConfig, str]]:
+        done = {id(c) for c in self.finished}
+        return [(c, "finished" if id(c) in done else ("force" if self.force else "to run")) for c in self.cells]
+
+
+def plan_matrix(
+    spec: MatrixSpec,
+    runs_dir: Path,
+    tasks: list[str] | None = None,
+    models: list[str] | None = None,
+    seeds: list[int] | None = None,
+    sets: list[str] | None = None,
+    group: str | None = None,
+    force: bool = False,
+) -> MatrixPlan:
+    """Expand the spec (each cell once) and decide each cell's fate from its record on disk.
+
+    A record of another configuration, or one that cannot be read, is never counted as the
+    cell's result: without ``force`` that is a ``SpecError`` listing the cells, what differs and
+    what to do; with ``force`` those cells are trained again."""
+    cells = expand(spec, tasks, models, seeds, sets, group)
+    todo, finished, problems = [], [], []
+    for cfg in cells:
+        folder = R.run_dir(runs_dir, cfg.group, cfg.task, cfg.model, cfg.seed)
+        if force:
+            todo.append(cfg)
+            continue
+        try:
+            stored = stored_config(folder)
+            if stored is not None and stored.identity() != cfg.identity():
+                problems.append(f"{folder} holds another configuration ({config_differences(stored, cfg)})")
+                continue
+            done = R.finished_result(folder)
+        except (RunError, R.RecordError) as exc:
+            problems.append(str(exc))
+            continue
+        (finished if done is not None else todo).append(cfg)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise SpecError(
+            f"{len(problems)} cell(s) have records this matrix cannot use: {shown}. "
+            "Use another --group for a new configuration, or --force (narrowed with --tasks/--models/--seeds) "
+            "to train those cells again"
+        )
+    return MatrixPlan(cells, todo, finished, force, list(sets or []))
+
+
+def write_matrix_meta(spec: MatrixSpec, group: str, runs_dir: Path, sets: list[str]) -> None:
     meta = {
         "preset": spec.name,
         "source": spec.source,
         "spec": spec.to_dict(),
+        "overrides": sets,
         "versions": {"memtasks": memtasks.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     path = Path(runs_dir) / group / "matrix.json"
@@ -54,25 +124,24 @@ def write_matrix_meta(spec: MatrixSpec, group: str, runs_dir: Path) -> None:
 
 
 def run_matrix(
+    plan: MatrixPlan,
     spec: MatrixSpec,
     runs_dir: Path,
     executor: LocalExecutor | RayExecutor,
-    tasks: list[str] | None = None,
-    models: list[str] | None = None,
-    seeds: list[int] | None = None,
-    sets: list[str] | None = None,
-    group: str | None = None,
     wandb_mode: str | None = None,
     plugins: tuple[str, ...] = (),
-    echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+    echo: Callable[[str], None] = lambda line: None,
 ) -> MatrixReport:
-    cells = expand(spec, tasks, models, seeds, sets, group)
-    todo = sorted((c for c in cells if finished_status(c, runs_dir) is None), key=estimated_cost, reverse=True)
-    skipped = len(cells) - len(todo)
-    write_matrix_meta(spec, group or spec.group, runs_dir)
+    """Run the plan's cells (most expensive first), telling ``echo`` about progress (a line per
+    finished cell). SIGINT/SIGTERM: no new cell starts, the running ones write checkpoints and
+    stop; the report says ``interrupted``."""
+    todo = sorted(plan.todo, key=estimated_cost, reverse=True)
+    skipped = len(plan.finished)
+    group = plan.cells[0].group if plan.cells else spec.group
+    write_matrix_meta(spec, group, runs_dir, plan.sets)
     workers = executor.plan() if isinstance(executor, LocalExecutor) else 0
     echo(
-        f"matrix {spec.name}: {len(cells)} cells, {skipped} already finished, {len(todo)} to run"
+        f"matrix {spec.name}: {len(plan.cells)} cells, {skipped} already finished, {len(todo)} to run"
         + (f" on {min(workers, max(1, len(todo)))} workers" if workers else " on Ray")
     )
     started = time.monotonic()
@@ -86,15 +155,23 @@ def run_matrix(
         elapsed = time.monotonic() - started
         left = len(todo) - done_count
         eta = elapsed / done_count * left if done_count else 0.0
-        note = f" ({outcome.error.splitlines()[0]})" if outcome.status == "failed" and outcome.error else ""
+        note = f" ({outcome.error.splitlines()[0]})" if outcome.status in ("failed", "busy") and outcome.error else ""
         echo(
             f"[{done_count}/{len(todo)}] {outcome.label}: {outcome.status} in {outcome.seconds:.1f}s{note} | "
             f"done {done_count}, running {running}, failed {failed}, eta {eta:.0f}s"
         )
 
-    outcomes = executor.run(todo, Path(runs_dir), wandb_mode, plugins, on_done) if todo else []
+    outcomes: list[CellOutcome] = []
+    with interrupt.deferred_interrupts(escalate=True):
+        if todo:
+            outcomes = executor.run(todo, Path(runs_dir), wandb_mode, plugins, on_done, force=plan.force,
+                                    stop=interrupt.stop_requested)
+        stopped = interrupt.stop_requested()
+        interrupt.reset()
+    ran = {id(o.config) for o in outcomes}
+    not_started = [c for c in todo if id(c) not in ran] if stopped else []
     n_workers = min(workers, max(1, len(todo))) if workers else max(1, int(_ray_cpus()))
-    return MatrixReport(outcomes, skipped, time.monotonic() - started, n_workers)
+    return MatrixReport(outcomes, skipped, time.monotonic() - started, n_workers, not_started, stopped)
 
 
 def estimated_cost(config: Any) -> float:

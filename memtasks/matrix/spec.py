@@ -28,7 +28,11 @@ Precedence for a cell's RunConfig: ``[train]`` < ``[tasks.T.train]`` < ``[models
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import logging
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,6 +41,8 @@ from typing import Any, Mapping
 from memtasks.core.config import ConfigError, check_int, unknown_key_message
 from memtasks.core.registry import RegistryError
 from memtasks.train.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 PRESETS = ("smoke", "cpu", "paper")
 _TOP_KEYS = ("name", "group", "seeds", "description", "train", "tasks", "models")
@@ -99,6 +105,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec", default_name: str 
             check_int("seeds", "seed", s, 0)
         except ValueError as exc:
             raise SpecError(f"{source}: {exc}") from None
+    seeds = _unique("seeds", seeds, source)
     train = _table(data.get("train", {}), source, "train")
     tasks = {k: _table(v, source, f"tasks.{k}") for k, v in _table(data.get("tasks", {}), source, "tasks").items()}
     models = {k: _table(v, source, f"models.{k}") for k, v in _table(data.get("models", {}), source, "models").items()}
@@ -152,6 +159,9 @@ def expand(
         spec = dataclasses.replace(spec, models={**spec.models, **{m: {} for m in extra}})
     base = _run_fields(spec.train, spec.source, "train")
     cells = []
+    seed_list = _unique("--seeds" if seeds is not None else "seeds", seeds if seeds is not None else spec.seeds, spec.source)
+    tasks = _unique("--tasks", tasks, spec.source) if tasks else tasks
+    models = _unique("--models", models, spec.source) if models else models
     for task_name, task_table in spec.tasks.items():
         if tasks and task_name not in tasks:
             continue
@@ -170,7 +180,7 @@ def expand(
                 raise SpecError(f"{spec.source}: [models.{model_name}] {exc}") from None
             hparams = {k: v for k, v in model_table.items() if k != "train"}
             model_train = _run_fields(model_table.get("train", {}), spec.source, f"models.{model_name}.train")
-            for seed in seeds if seeds is not None else spec.seeds:
+            for seed in seed_list:
                 fields = {**base, **task_train, **model_train}
                 if group is not None:
                     fields["group"] = group
@@ -185,6 +195,15 @@ def expand(
                     raise SpecError(f"{spec.source}: cell {task_name} x {model_name}: {exc}") from None
                 cells.append(cfg)
     return cells
+
+
+def _unique(what: str, values: Any, source: str) -> list[Any]:
+    """``values`` in order with repeats dropped (a cell is trained once), with a warning naming them."""
+    out = list(dict.fromkeys(values))
+    if len(out) != len(values):
+        repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+        log.warning("%s: %s lists %s more than once; each cell runs once", source, what, ", ".join(map(str, repeated)))
+    return out
 
 
 def _check_cell(cfg: RunConfig) -> None:

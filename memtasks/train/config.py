@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from memtasks.core.config import check_choice, check_float, check_int, check_keys, parse_typed, unknown_key_message
+from memtasks.core.config import ConfigError, ConfigKeyError, check_choice, check_float, check_int, check_keys, parse_typed, unknown_key_message
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 CURRICULA = ("none", "uniform", "grow")
@@ -87,7 +87,7 @@ class RunConfig:
         object.__setattr__(self, "model_params", {k: _freeze(v) for k, v in dict(self.model_params).items()})
         for name in ("task", "model", "group"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"RunConfig.{name} must be a non-empty string, got {getattr(self, name)!r}")
+                raise ConfigError(f"RunConfig.{name} must be a non-empty string, got {getattr(self, name)!r}")
         check_int("RunConfig", "seed", self.seed, 0)
         if self.param_budget is not None:
             check_int("RunConfig", "param_budget", self.param_budget, 1)
@@ -111,7 +111,7 @@ class RunConfig:
         check_float("RunConfig", "checkpoint_every_s", self.checkpoint_every_s, 0.0, open_lo=True)
         for name in ("early_stop", "bf16", "compile"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"RunConfig.{name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"RunConfig.{name} must be true or false, got {getattr(self, name)!r}")
 
     # --- resolved settings ------------------------------------------------------------
     def optim(self) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class RunConfig:
         own = [f.name for f in dataclasses.fields(self) if f.name not in ("task_params", "model_params")]
         for item in assignments:
             if "=" not in item:
-                raise ValueError(f"--set expects key=value, got {item!r}")
+                raise ConfigError(f"--set expects key=value, got {item!r}")
             key, raw = item.split("=", 1)
             key = key.strip()
             if key.startswith("task."):
@@ -174,12 +174,12 @@ class RunConfig:
             elif key in own:
                 updates[key] = _parse_field(RunConfig, key, raw, "RunConfig")
             else:
-                raise TypeError(unknown_key_message(key, own + ["task.<param>", "model.<param>"], "--set"))
+                raise ConfigKeyError(unknown_key_message(key, own + ["task.<param>", "model.<param>"], "--set"))
         return dataclasses.replace(self, task_params=task_params, model_params=model_params, **updates)
 
 
 def _parse_field(cls: type, key: str, raw: str, what: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     if key not in names:
-        raise TypeError(unknown_key_message(key, names, what))
+        raise ConfigKeyError(unknown_key_message(key, names, what))
     return parse_typed(typing.get_type_hints(cls)[key], raw, f"{what} {key}")

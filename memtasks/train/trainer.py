@@ -4,19 +4,19 @@ The loop: sample a batch (curriculum) → forward → masked loss → backward �
 clip → optimiser step → the model's ``after_optimizer_step`` hook. Every ``eval_every``
 sequences (and at 0 and at the end) the model is scored on the task's fixed evaluation sets at
 the training lengths and every generalisation point, and a row is appended to metrics.jsonl.
-Checkpoints are written every ``checkpoint_every_s`` seconds and at the end; re-running the
-same config resumes from the checkpoint and reaches the same result as an uninterrupted run.
+Checkpoints are written every ``checkpoint_every_s`` seconds, at the end, and when a signal
+(Ctrl-C, SIGTERM) stops the run between two steps; re-running the same config resumes from the
+checkpoint and reaches the same result as an uninterrupted run.
+
+Everything in the run folder is touched only under the folder's lock (``checkpoint.RunLock``):
+a second process, ``--force`` included, never changes a run that another one is training.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import math
-import os
-import platform
-import subprocess
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,93 +25,24 @@ from typing import Any, Callable
 
 import torch
 
-import memtasks
-from memtasks.core.registry import RegistryError
 from memtasks.core.seeds import stable_seed
-from memtasks.tasks import get_task
-from memtasks.tasks.base import Task
-from memtasks.train import record as R
+from memtasks.models import MemoryModel
+from memtasks.tasks.limits import check_sample_size
+from memtasks.train import interrupt
+from memtasks.results import store as R
+from memtasks.train.build import jsonable, make_model, make_optimizer, make_task, probe_contract
+from memtasks.train.checkpoint import RunBusy, RunError, RunLock, load_checkpoint, save_checkpoint
 from memtasks.train.config import RunConfig
 from memtasks.train.curriculum import Curriculum
-from memtasks.models import MemoryModel, build_model
-from memtasks.models.base import MODELS
+from memtasks.train.evaluation import evaluate
+from memtasks.train.provenance import device_name, git_commit, pick_device, versions
+
+__all__ = ["RunBusy", "RunError", "Trainer", "make_model", "make_optimizer", "make_task", "train"]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, Any]], None]
-
-
-class RunError(ValueError):
-    """The run cannot start: bad config, unreadable runs dir, corrupt checkpoint. Nothing was changed."""
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; an unavailable explicit choice is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for but torch sees no CUDA device")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RunError("--device mps was asked for but torch sees no MPS device")
-    return torch.device(name)
-
-
-def make_task(config: RunConfig) -> Task:
-    try:
-        return get_task(config.task, **config.task_params)
-    except (RegistryError, TypeError, ValueError) as exc:
-        raise RunError(str(exc)) from None
-
-
-def make_model(config: RunConfig, task: Task) -> MemoryModel:
-    """Build the model deterministically from the run's seed (the global RNG is restored after)."""
-    try:
-        cls = MODELS.get(config.model)
-    except RegistryError as exc:
-        raise RunError(str(exc)) from None
-    hparams = dict(config.model_params)
-    if "t_max" in cls.task_hints and "t_max" not in hparams:
-        hparams["t_max"] = task.max_steps(task.train_range[1])
-    if "seed" in cls.task_hints and "seed" not in hparams:
-        hparams["seed"] = config.seed  # e.g. the ESN's reservoir differs per run seed
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stable_seed("init", config.seed, config.model))
-        try:
-            return build_model(config.model, task.d_in, task.d_out, param_budget=config.param_budget, **hparams)
-        except (TypeError, ValueError) as exc:
-            raise RunError(str(exc)) from None
-
-
-def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    o = config.optim()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if o["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=o["lr"])
-    if o["optimizer"] == "rmsprop":
-        # The NTM/DNC papers' RMSProp: decay 0.95 with momentum.
-        return torch.optim.RMSprop(params, lr=o["lr"], alpha=0.95, momentum=o["momentum"], eps=1e-8)
-    return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"])
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The checkout's commit, read once per process: a long-lived matrix worker keeps the code
-    it imported, so later commits must not be attributed to its runs."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+RECORD_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl", "config.json")
 
 
 @dataclass
@@ -131,7 +62,10 @@ class _Loop:
 
 
 class Trainer:
-    """One run. Use :func:`train` unless you need the pieces."""
+    """One run. Use :func:`train` unless you need the pieces.
+
+    After :meth:`run`, ``reused`` says whether the result was an earlier finished record
+    returned as it was (not trained again)."""
 
     def __init__(
         self,
@@ -147,6 +81,8 @@ class Trainer:
         self.progress = progress
         self.task = make_task(config)
         self.device = pick_device(config.device)
+        self.reused = False
+        self.ran_with: dict[str, Any] = {}
 
     # --- paths ---------------------------------------------------------------------------
     @property
@@ -165,7 +101,13 @@ class Trainer:
         """The existing final result (status ok or diverged) of this run, or None."""
         if not self.result_path.exists():
             return None
-        result = R.read_result(self.result_path)
+        try:
+            result = R.read_result(self.result_path)
+        except R.RecordError as exc:
+            raise RunError(
+                f"{exc}; the record cannot be trusted: train this run again with --force "
+                "(memtasks matrix: --force with --tasks/--models/--seeds naming the cell)"
+            ) from None
         if result["status"] == "failed":
             return None  # a failed run is retried; ok and diverged runs are final
         return result
@@ -174,58 +116,74 @@ class Trainer:
         """A folder that holds a run of another configuration is never silently mixed in."""
         stored = self._stored_config()
         if stored is not None and stored.identity() != self.config.identity():
+            changed = config_differences(stored, self.config)
             raise RunError(
-                f"{self.dir} holds a run of a different configuration; "
+                f"{self.dir} holds a run of a different configuration ({changed}); "
                 "use --force to replace it or another --group"
             )
 
     def _stored_config(self) -> RunConfig | None:
-        path = self.dir / "config.json"
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-            return RunConfig.from_dict(data["run"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"{path}: not a valid memtasks run config ({exc})") from None
+        return stored_config(self.dir)
 
     # --- main ----------------------------------------------------------------------------
     def run(self, force: bool = False) -> dict[str, Any]:
+        """Train (or resume, or return the finished result of) this run."""
+        self._prepare_runs_dir()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create run folder {self.dir}: {exc.strerror or exc}") from None
+        with RunLock(self.dir):  # before anything in the folder is read or changed
+            if force:
+                for name in RECORD_FILES:
+                    (self.dir / name).unlink(missing_ok=True)
+                shutil.rmtree(self.dir / "wandb", ignore_errors=True)  # the replaced run's W&B log goes too
+            else:
+                self._check_same_config()
+                done = self.finished()
+                if done is not None:
+                    self.reused = True
+                    return done
+            return self._run_locked(fresh=force)
+
+    def _prepare_runs_dir(self) -> None:
+        if self.runs_dir.exists() and not self.runs_dir.is_dir():
+            raise RunError(f"runs dir {self.runs_dir} is a file, not a folder; give a folder with --runs-dir")
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunError(f"cannot create runs dir {self.runs_dir}: {exc.strerror or exc}") from None
-        if not os.access(self.runs_dir, os.W_OK):
-            raise RunError(f"runs dir {self.runs_dir} is not writable")
-        if force:
-            for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "config.json"):
-                (self.dir / name).unlink(missing_ok=True)
-        else:
-            self._check_same_config()
-            done = self.finished()
-            if done is not None:
-                return done
+        probe = self.runs_dir / f".write-test-{id(self)}"
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise RunError(f"runs dir {self.runs_dir} is not writable ({exc.strerror or exc})") from None
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with _RunLock(self.dir):
-            return self._run_locked()
-
-    def _run_locked(self) -> dict[str, Any]:
+    def _run_locked(self, fresh: bool = False) -> dict[str, Any]:
         if self.device.type == "cpu":
             torch.set_num_threads(self.config.threads)
         model = make_model(self.config, self.task).to(self.device)
-        checkpoint = self._load_checkpoint()  # validated before anything is written
-        self._write_config(model)
+        self._check_sizes(model)
+        checkpoint = load_checkpoint(self.checkpoint_path, self.device, self.config.digest())  # before anything is written
+        if checkpoint is not None:
+            self._check_metrics_rows(checkpoint["loop"]["rows"])
+        self.ran_with = self._ran_with(model)
+        resolved = self._write_config(model)
 
         from memtasks.train.wandb_log import WandbRun
 
-        wb = WandbRun.start(self.config, self.dir, self.wandb_mode, resume=checkpoint is not None)
+        wb = WandbRun.start(self.config, self.dir, self.wandb_mode, resume=checkpoint is not None, fresh_id=fresh, resolved=resolved)
         started = self._wall_mark = time.monotonic()
         try:
+            probe_contract(model, self.task, self.device)  # a plugin's broken contract is a recorded failure
             if model.closed_form:
                 result = self._fit_closed_form(model, wb)
             else:
                 result = self._train(model, checkpoint, wb)
+        except interrupt.Interrupted:
+            wb.abandon()
+            raise
         except Exception as exc:  # a failed run is recorded, never lost
             log.exception("run %s failed", self.dir)
             result = self._result(model, _Loop(), "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
@@ -234,6 +192,21 @@ class Trainer:
         R.write_json_atomic(self.result_path, result)
         wb.finish(result, model, self.task, self.device)
         return result
+
+    def _check_sizes(self, model: MemoryModel) -> None:
+        state = model.state_size()
+        check_sample_size(self.task, self.config.batch_size, None, "training length", state)
+        for label, (length, _) in self.task.eval_points().items():
+            if length is not None:
+                check_sample_size(self.task, self.config.eval_size, length, "generalisation length", state)
+
+    def _ran_with(self, model: MemoryModel) -> dict[str, Any]:
+        """What actually runs, where it differs from what was asked (recorded in config.json)."""
+        cfg = self.config
+        bf16 = cfg.bf16 and self.device.type == "cuda"
+        if cfg.bf16 and not bf16:
+            log.warning("bf16 autocast runs on CUDA only; this run trains in float32 on %s", self.device)
+        return {"bf16": bf16, "compile": cfg.compile, **model.ran_with(self.device)}
 
     # --- gradient training -------------------------------------------------------------
     def _train(self, model: MemoryModel, checkpoint: dict[str, Any] | None, wb: Any) -> dict[str, Any]:
@@ -247,6 +220,7 @@ class Trainer:
         forward = model
         if cfg.compile:
             forward = _try_compile(model)
+            self.ran_with["compile"] = forward is not model
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -258,13 +232,19 @@ class Trainer:
             self.metrics_path.unlink(missing_ok=True)
             self.metrics_path.touch()
 
+        def save() -> None:
+            self._save_checkpoint(model, optimizer, gen, curriculum, loop)
+
         params = [p for p in model.parameters() if p.requires_grad]
         last_ckpt = time.monotonic()
         last_progress = 0.0
-        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.device.type == "cuda")
+        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.ran_with["bf16"])
         recent_loss: float = float("nan")
         recent_metrics: dict[str, float] = {}
         while True:
+            if interrupt.stop_requested():  # between two steps: the state is consistent here
+                save()
+                raise interrupt.Interrupted(f"{self.dir}: stopped by a signal; checkpoint written")
             if loop.seen >= loop.next_eval or loop.seen >= cfg.sequences:
                 self._evaluate(model, loop, curriculum, wb)
                 loop.next_eval = (loop.seen // cfg.eval_every + 1) * cfg.eval_every
@@ -306,13 +286,16 @@ class Trainer:
                 recent_metrics = self.task.metrics(outputs.detach().float(), batch)
                 if curriculum.observe(self.task, recent_metrics):
                     self._append(loop, {"event": "curriculum", "sequences": loop.seen, "range": [curriculum.lo, curriculum.hi]})
-            if self.progress is not None and time.monotonic() - last_progress > 1.0:
+            if time.monotonic() - last_progress > 1.0:
                 last_progress = time.monotonic()
-                self._report(loop, recent_loss, recent_metrics)
+                wb.log_train({"sequences": loop.seen, "step": loop.step, "loss": loss_value,
+                              "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm)})
+                if self.progress is not None:
+                    self._report(loop, recent_loss, recent_metrics)
             if time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
-                self._save_checkpoint(model, optimizer, gen, curriculum, loop)
+                save()
                 last_ckpt = time.monotonic()
-        self._save_checkpoint(model, optimizer, gen, curriculum, loop)
+        save()
         return self._result(model, loop, "ok")
 
     def _report(self, loop: _Loop, loss: float, metrics: dict[str, float]) -> None:
@@ -340,15 +323,8 @@ class Trainer:
             diverged_at={"step": loop.step, "sequences": loop.seen},
         )
 
-    @torch.no_grad()
     def _evaluate(self, model: MemoryModel, loop: _Loop, curriculum: Curriculum, wb: Any) -> None:
-        model.eval()
-        metrics: dict[str, dict[str, float]] = {}
-        for label, (length, overrides) in self.task.eval_points().items():
-            batch = self.task.eval_batch(length, self.config.eval_size, device=self.device, **overrides)
-            outputs, _ = model(batch.inputs)
-            metrics[label] = self.task.metrics(outputs.float(), batch)
-        loop.last_eval = metrics
+        loop.last_eval = evaluate(model, self.task, self.config.eval_size, self.device)
         now = time.monotonic()
         loop.wall_time += now - self._wall_mark
         self._wall_mark = now
@@ -358,7 +334,7 @@ class Trainer:
             "train_time_s": round(loop.train_time, 3),
             "wall_time_s": round(loop.wall_time, 3),
             "curriculum": [curriculum.lo, curriculum.hi],
-            "metrics": metrics,
+            "metrics": loop.last_eval,
         }
         self._append(loop, row)
         wb.log_eval(row)
@@ -424,7 +400,7 @@ class Trainer:
             "budget": model.budget_info,
         }
 
-    def _write_config(self, model: MemoryModel) -> None:
+    def _write_config(self, model: MemoryModel) -> dict[str, Any]:
         eval_hashes = {
             label: self.task.eval_hash(length, self.config.eval_size, **overrides)
             for label, (length, overrides) in self.task.eval_points().items()
@@ -433,21 +409,18 @@ class Trainer:
             "run": self.config.to_dict(),
             "optim": self.config.optim(),
             "task_params": self.task.params(),
-            "model_config": _jsonable(vars(model.config)) if hasattr(model.config, "__dict__") else str(model.config),
+            "model_config": jsonable(vars(model.config)) if hasattr(model.config, "__dict__") else str(model.config),
             "budget": model.budget_info,
-            "versions": {
-                "memtasks": memtasks.__version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "task": self.task.version,
-            },
+            "versions": versions(self.task.version),
             "eval_hashes": eval_hashes,
             "git_commit": git_commit(),
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": device_name(self.device),
             "threads": torch.get_num_threads(),
+            "ran_with": self.ran_with,
         }
         R.write_json_atomic(self.dir / "config.json", data)
+        return data
 
     # --- checkpoints ---------------------------------------------------------------------
     def _save_checkpoint(self, model, optimizer, gen, curriculum, loop: _Loop) -> None:
@@ -462,63 +435,45 @@ class Trainer:
             "curriculum": curriculum.state_dict(),
             "loop": vars(loop).copy(),
         }
-        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
-
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        if not self.checkpoint_path.exists():
-            return None
-        try:
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-            if not isinstance(state, dict) or "loop" not in state or "model" not in state:
-                raise ValueError("missing fields")
-        except Exception as exc:
-            raise RunError(
-                f"{self.checkpoint_path}: corrupt checkpoint ({type(exc).__name__}: {exc}); "
-                "delete it or re-run with --force to start this run afresh"
-            ) from None
-        if state.get("config_digest") != self.config.digest():
-            raise RunError(
-                f"{self.checkpoint_path} belongs to a different configuration; use --force to start afresh"
-            )
-        return state
+        save_checkpoint(self.checkpoint_path, state)
 
     def _append(self, loop: _Loop, row: dict[str, Any]) -> None:
         R.append_jsonl(self.metrics_path, row)
         loop.rows += 1
 
+    def _check_metrics_rows(self, expected: int) -> None:
+        """A resume needs every row the checkpoint knew of; a metrics file that lost some
+        (edited, truncated, restored from an older copy) would leave holes in the record."""
+        have = len(R.read_jsonl(self.metrics_path))
+        if have < expected:
+            raise RunError(
+                f"{self.metrics_path} has {have} rows but its checkpoint expects {expected}: rows were lost, "
+                "so a resumed record would have holes; train this run again with --force"
+            )
+
     def _truncate_metrics(self, keep: int) -> None:
         """Keep the rows the checkpoint knew of: the resumed run writes the later ones again."""
         rows = R.read_jsonl(self.metrics_path)[:keep]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        os.replace(tmp, self.metrics_path)
+        R.write_text_atomic(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
-class _RunLock:
-    """An exclusive lock on a run folder: two processes never train the same run at once."""
+def stored_config(folder: Path) -> RunConfig | None:
+    """The RunConfig recorded in ``folder/config.json``, or None when there is none."""
+    path = folder / "config.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return RunConfig.from_dict(data["run"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"{path}: not a valid memtasks run config ({exc}); re-run with --force to replace it") from None
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / ".lock"
-        self.handle: Any = None
 
-    def __enter__(self) -> "_RunLock":
-        import fcntl
-
-        self.handle = open(self.path, "a")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.close()
-            raise RunError(f"{self.path.parent} is being trained by another process; wait for it or stop it") from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import fcntl
-
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+def config_differences(old: RunConfig, new: RunConfig) -> str:
+    """``field: old -> new`` for every identity field that differs."""
+    a, b = old.identity(), new.identity()
+    diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(diffs) or "no field differs"
 
 
 def _try_compile(model: torch.nn.Module) -> Any:
@@ -527,10 +482,6 @@ def _try_compile(model: torch.nn.Module) -> Any:
     except Exception as exc:  # compile is optional; eager is always correct
         log.warning("torch.compile unavailable (%s); running eager", exc)
         return model
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
 def train(

@@ -1,0 +1,6 @@
+"""``python -m memtasks.cli``: the same as the ``memtasks`` command."""
+import sys
+
+from memtasks.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""``memtasks bench`` (generation and training speed) and ``memtasks capacity`` (an ESN's
+linear memory capacity)."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from memtasks.cli.common import CLIError, Common, load_plugins, non_negative_int, output_file, positive_float, positive_int
+
+
+def add_commands(sub: Any, common: Common) -> None:
+    sp = common.parser(sub, "bench", "benchmark task generation or model training throughput")
+    sp.add_argument("what", choices=("tasks", "models"))
+    sp.add_argument("--threads", type=positive_int("--threads"), default=1)
+    sp.add_argument("--batch-size", type=positive_int("--batch-size"), dest="batch_size",
+                    help="(default: 256 for tasks, 32 for models)")
+    sp.add_argument("--models", nargs="+")
+    sp.add_argument("--tasks", nargs="+")
+    sp.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"))
+    sp.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    sp.set_defaults(func=cmd_bench)
+
+    sp = common.parser(sub, "capacity", "linear short-term memory capacity of a reservoir (Jaeger 2002) against its size")
+    sp.add_argument("--sizes", type=positive_int("--sizes"), nargs="+", default=[25, 50, 100, 200, 400], help="reservoir sizes N")
+    sp.add_argument("--seeds", type=non_negative_int("--seeds"), nargs="+", default=[0, 1, 2])
+    sp.add_argument("--model", default="esn", help="a registered model with reservoir_states()")
+    sp.add_argument("--input-range", type=positive_float("--input-range"), default=0.5, dest="input_range", help="u(n) ~ U(-a, a)")
+    sp.add_argument("--input-scaling", type=positive_float("--input-scaling"), default=1.0, dest="input_scaling",
+                    help="the reservoir's W_in scale")
+    sp.add_argument("--spectral-radius", type=positive_float("--spectral-radius"), default=0.95, dest="spectral_radius")
+    sp.add_argument("--threads", type=positive_int("--threads"), default=1)
+    sp.add_argument("--json", metavar="FILE", help="also write the table and every run as JSON")
+    sp.set_defaults(func=cmd_capacity)
+
+
+def _check_device(name: str) -> None:
+    import torch
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if not available[name]:
+        raise CLIError(f"--device {name}: torch sees no {name.upper()} device here; use --device cpu")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+    from tabulate import tabulate
+
+    from memtasks import bench
+    from memtasks.models import MODELS
+    from memtasks.tasks import TASKS
+
+    load_plugins(args.plugin)
+    out = output_file(args.json, "--json", (".json",)) if args.json else None
+    for name in args.models or ():
+        MODELS.get(name)
+    for name in args.tasks or ():
+        TASKS.get(name)
+    _check_device(args.device)
+    torch.set_num_threads(args.threads)
+    info = bench.machine_info(args.threads)
+    if args.what == "tasks":
+        rows = bench.bench_tasks(batch_size=args.batch_size or 256, tasks=args.tasks)
+    else:
+        rows = bench.bench_models(models=args.models, batch_size=args.batch_size or 32, device=args.device)
+    print(" ".join(f"{k}={v}" for k, v in info.items()))
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    if out is not None:
+        out.write_text(json.dumps({"info": info, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    import statistics
+
+    import torch
+    from tabulate import tabulate
+
+    from memtasks.capacity import memory_capacity
+    from memtasks.models import MODELS
+
+    load_plugins(args.plugin)
+    out = output_file(args.json, "--json", (".json",)) if args.json else None
+    cls = MODELS.get(args.model)
+    if not callable(getattr(cls, "reservoir_states", None)):
+        raise CLIError(
+            f"--model {args.model}: has no reservoir (no reservoir_states() method); "
+            "memory capacity is measured on reservoir models such as esn"
+        )
+    from memtasks.core.limits import GIB, memory_limit_bytes
+
+    for n in args.sizes:  # W (N, N) in float64 and its eigen-decomposition: a few N x N copies
+        if 4 * 8 * n * n > memory_limit_bytes():
+            raise CLIError(
+                f"--sizes {n}: a reservoir of {n:,} units needs about {32 * n * n / GIB:,.1f} GiB, over the limit of "
+                f"{memory_limit_bytes() / GIB:,.1f} GiB (half of this machine's memory)"
+            )
+    torch.set_num_threads(args.threads)
+    hparams = {"input_scaling": args.input_scaling, "spectral_radius": args.spectral_radius}
+    sizes = list(dict.fromkeys(args.sizes))
+    seeds = list(dict.fromkeys(args.seeds))
+    runs = [
+        memory_capacity(n, seed=s, model=args.model, input_range=args.input_range, **hparams)
+        for n in sizes
+        for s in seeds
+    ]
+    table = []
+    for n in sizes:
+        mc = [r["memory_capacity"] for r in runs if r["reservoir_size"] == n]
+        table.append(
+            {
+                "reservoir_size": n,
+                "seeds": len(mc),
+                "memory_capacity": round(statistics.mean(mc), 2),
+                "std": round(statistics.stdev(mc), 2) if len(mc) > 1 else 0.0,
+                "capacity_per_unit": round(statistics.mean(mc) / n, 3),
+                "bound_holds": all(v <= n for v in mc),
+            }
+        )
+    print(f"model={args.model} input=U(-{args.input_range}, {args.input_range}) " + " ".join(f"{k}={v}" for k, v in hparams.items()))
+    print(tabulate(table, headers="keys", tablefmt="github"))
+    if out is not None:
+        from memtasks.bench import machine_info
+
+        doc = {"info": machine_info(args.threads), "hparams": hparams, "table": table, "runs": runs}
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0

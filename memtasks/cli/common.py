@@ -1,0 +1,123 @@
+"""What every command shares: the user-error type, common flags, and checks of output paths
+made before any work starts, so a wrong path costs nothing and leaves nothing half-written."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from memtasks.core.errors import MemtasksError
+
+
+class CLIError(MemtasksError):
+    """An error to report in one line, with exit status 2."""
+
+
+class Common:
+    """Builds sub-parsers with the flags every command takes (``-v``, ``--plugin``)."""
+
+    def __init__(self) -> None:
+        self.parent = argparse.ArgumentParser(add_help=False)
+        self.parent.add_argument(
+            "-v", "--verbose", action="store_true", dest="sub_verbose", help="debug logging and tracebacks"
+        )
+
+    def parser(self, sub: Any, name: str, help: str, plugins: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(
+            name, help=help, description=help, parents=[self.parent], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        if plugins:
+            sp.add_argument(
+                "--plugin",
+                action="append",
+                metavar="FILE_OR_MODULE",
+                help="import a plugin that registers models or tasks (repeatable)",
+            )
+        return sp
+
+
+def load_plugins(names: Sequence[str] | None) -> tuple[str, ...]:
+    from memtasks.core.registry import load_plugin
+
+    for spec in names or ():
+        load_plugin(spec)
+    return tuple(names or ())
+
+
+def positive_int(flag: str) -> Any:
+    """An argparse type: an integer >= 1, with an error naming ``flag``."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 1, got {raw!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def non_negative_int(flag: str) -> Any:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 0, got {raw!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 0, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(flag: str) -> Any:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects a number > 0, got {raw!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag} expects a finite number > 0, got {raw}")
+        return value
+
+    return parse
+
+
+def output_file(path: str | os.PathLike[str], flag: str, suffixes: Sequence[str] | None = None) -> Path:
+    """Check that ``path`` can be written as a file: not a folder, its folder exists and is
+    writable, and (if given) its suffix is one of ``suffixes``."""
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{flag} {p}: is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise CLIError(f"{flag} {p}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise CLIError(f"{flag} {p}: folder {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise CLIError(f"{flag} {p}: file is not writable")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise CLIError(f"{flag} {p}: unsupported file type {p.suffix or '(none)'}; use one of {', '.join(suffixes)}")
+    return p
+
+
+def output_folder(path: str | os.PathLike[str], flag: str) -> Path:
+    """Check that ``path`` is (or can be created as) a writable folder; creates it."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CLIError(f"{flag} {p}: is a file, not a folder; give a folder")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CLIError(f"{flag} {p}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
+        raise CLIError(f"{flag} {p}: {probe} is not writable")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")

@@ -1,0 +1,80 @@
+"""``memtasks matrix``: a benchmark matrix (tasks x models x seeds), resumable."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from memtasks.cli.common import Common, load_plugins, non_negative_int, positive_int
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def add_commands(sub: Any, common: Common) -> None:
+    sp = common.parser(sub, "matrix", "run a benchmark matrix (tasks x models x seeds); resumes by default")
+    sp.add_argument("spec", metavar="PRESET_OR_FILE", help="smoke | cpu | paper, or a TOML spec file")
+    sp.add_argument("--workers", type=positive_int("--workers"), help="worker processes (default: one per CPU core, or per GPU)")
+    sp.add_argument("--workers-per-gpu", type=positive_int("--workers-per-gpu"), default=1, dest="workers_per_gpu")
+    sp.add_argument("--executor", choices=("local", "ray"), default="local")
+    sp.add_argument("--ray-address", dest="ray_address", help="Ray cluster address (host:port or auto)")
+    sp.add_argument("--group", help="override the spec's group (runs/<group>/...)")
+    sp.add_argument("--runs-dir", default="runs", dest="runs_dir", help="folder of run records")
+    sp.add_argument("--tasks", nargs="+", help="only these tasks of the spec")
+    sp.add_argument("--models", nargs="+", help="only these models of the spec (or a registered plugin model)")
+    sp.add_argument("--seeds", nargs="+", type=non_negative_int("--seeds"), help="replace the spec's seeds")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run setting in every cell")
+    sp.add_argument("--wandb", choices=("offline", "online", "disabled"))
+    sp.add_argument("--force", action="store_true",
+                    help="train the selected cells again, replacing their records (narrow with --tasks/--models/--seeds)")
+    sp.add_argument("--dry-run", action="store_true", dest="dry_run", help="list the cells and what would happen to each, then stop")
+    sp.set_defaults(func=cmd_matrix)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from memtasks.matrix.executor import LocalExecutor, RayExecutor
+    from memtasks.matrix.runner import plan_matrix, run_matrix, summary_json, visible_gpus
+    from memtasks.matrix.spec import load_spec
+
+    plugins = load_plugins(args.plugin)
+    spec = load_spec(args.spec)
+    plan = plan_matrix(spec, Path(args.runs_dir), args.tasks, args.models, args.seeds, args.set, args.group, force=args.force)
+    if args.dry_run:
+        for cell, state in plan.states():
+            c = cell
+            print(f"{c.group}/{c.task}/{c.model}/seed-{c.seed}  {state}  sequences={c.sequences} budget={c.param_budget}")
+        print(f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} already finished")
+        return 0
+    if args.executor == "ray":
+        executor: Any = RayExecutor(args.ray_address)
+    else:
+        executor = LocalExecutor(args.workers, args.workers_per_gpu, visible_gpus())
+    report = run_matrix(plan, spec, Path(args.runs_dir), executor, args.wandb, plugins, echo=_stderr)
+    rows = [[o.label, o.status, f"{o.seconds:.1f}", (o.error or "").splitlines()[0] if o.error else ""] for o in report.outcomes]
+    if rows:
+        print(tabulate(rows, headers=["cell", "status", "seconds", "error"]))
+    counts = ", ".join(f"{k}: {v}" for k, v in report.counts().items() if v or k in ("ok", "failed"))
+    util = report.utilisation()
+    util_s = f", CPU utilisation {util:.0%} of {report.workers} workers" if util is not None else ""
+    print(f"summary: {counts}; wall {report.wall_s:.0f}s{util_s}")
+    if report.busy:
+        print("held by another process (not run here; re-run this command later to pick them up): "
+              + ", ".join(o.label for o in report.busy), file=sys.stderr)
+    if report.outcomes and not report.interrupted:  # a pass that only skipped cells keeps the last real summary
+        summary_path = Path(args.runs_dir) / (args.group or spec.group) / "matrix_summary.json"
+        summary_path.write_text(summary_json(report) + "\n")
+    if report.interrupted:
+        print(f"interrupted: {len(report.not_started)} cells not started; running cells saved checkpoints. "
+              "Re-run the same command to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if report.failed:
+        print("failed cells: " + ", ".join(o.label for o in report.failed), file=sys.stderr)
+        return EXIT_FAILED
+    return 0

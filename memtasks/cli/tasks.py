@@ -1,0 +1,85 @@
+"""``memtasks tasks``, ``memtasks models`` and ``memtasks show``."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from memtasks.cli.common import FIGURE_SUFFIXES, CLIError, Common, load_plugins, non_negative_int, output_file, positive_int
+
+
+def add_commands(sub: Any, common: Common) -> None:
+    sp = common.parser(sub, "tasks", "list the registered tasks")
+    sp.set_defaults(func=cmd_tasks)
+
+    sp = common.parser(sub, "models", "list the registered models: family, size knob, parameters at the default size")
+    sp.add_argument("--task", default="copy", help="count parameters for this task's input and output widths")
+    sp.set_defaults(func=cmd_models)
+
+    sp = common.parser(sub, "show", "print one example of a task (and draw it with --png)")
+    sp.add_argument("task")
+    sp.add_argument("--length", type=positive_int("--length"), default=None, help="fix the task's length parameter")
+    sp.add_argument("--seed", type=non_negative_int("--seed"), default=0)
+    sp.add_argument("--png", metavar="FILE", help="also draw the example (PNG, PDF or SVG by the file's suffix)")
+    sp.set_defaults(func=cmd_show)
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from memtasks.tasks import get_task, list_tasks
+
+    load_plugins(args.plugin)
+    for name in list_tasks():
+        print(get_task(name).describe())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from memtasks.models import MODELS, build_model
+    from memtasks.tasks import get_task
+
+    load_plugins(args.plugin)
+    task = get_task(args.task)
+    rows = []
+    for name in MODELS.names():
+        cls = MODELS.get(name)
+        model = build_model(name, task.d_in, task.d_out)
+        knob = cls.size_knob
+        doc = (cls.__doc__ or "").strip().splitlines()
+        rows.append(
+            {
+                "model": name,
+                "family": doc[0].rstrip(".") if doc else cls.__qualname__,
+                "size knob": f"{knob}={getattr(model.config, knob)}" if knob else "-",
+                f"trainable params ({task.name})": model.param_counts()[0],
+                "state floats": model.state_size(),
+            }
+        )
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import torch
+
+    from memtasks.tasks import get_task
+    from memtasks.tasks.limits import check_sample_size
+    from memtasks.viz import plot_example, text_grid
+
+    load_plugins(args.plugin)
+    png = output_file(args.png, "--png", FIGURE_SUFFIXES) if args.png else None
+    task = get_task(args.task)
+    if args.length is not None:
+        check_sample_size(task, 1, args.length, what="--length")
+    try:
+        batch = task.sample(1, torch.Generator().manual_seed(args.seed), length=args.length)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--length {args.length}: {exc}") from None
+    length = int(batch.lengths[0])
+    print(f"{task.name} (length {length}, seed {args.seed}); d_in={task.d_in} d_out={task.d_out} loss={task.loss}")
+    print(text_grid(batch, 0))
+    if png is not None:
+        fig = plot_example(batch, 0, title=f"{task.name}, length {length}")
+        fig.savefig(png, dpi=120)
+        print(f"wrote {png}")
+    return 0

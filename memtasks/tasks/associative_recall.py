@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks.core.config import check_int
-from memtasks.tasks.base import Batch, Task, register_task
+from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 _MAX = 100_000
 _CHUNK = 62  # random bits per int64 code (randint's exclusive bound 2**62 fits in int64)
@@ -47,6 +47,10 @@ class AssociativeRecall(Task):
         min_items, max_items: the training range of K (K >= 2, so that some item has a successor).
         generalise: the item counts K evaluated for length generalisation.
     """
+
+    length_label = "items K"
+    paper_budget = NTM_PAPER_BUDGET
+    paper_source = NTM_PAPER_SOURCE
 
     bits: int = 6
     item_size: int = 3

@@ -20,6 +20,14 @@ OPTIONAL
     * ``sample_overrides``: the names of keyword overrides ``sample`` accepts, and
       ``generalisation_overrides``: ``(key, value)`` pairs evaluated at the training lengths
       as extra generalisation points (repeat_copy: ``(("repeats", 20),)``).
+
+OPTIONAL, read by tables and figures only (none changes sampling)
+    * ``length_label``: what the ``length`` parameter counts, for axes ("items K");
+    * ``paper_budget`` / ``paper_source``: the training sequences of the paper that introduced
+      the task, and where that number comes from (None when it could not be sourced);
+    * ``reference``: a :class:`Reference` predictor the task's ``metrics`` score on the same
+      sequences (``dynamic_ngrams``: the Bayes-optimal cost);
+    * ``chance_level(metric, length)``: the score of a predictor that ignores its inputs.
 """
 from __future__ import annotations
 
@@ -79,6 +87,28 @@ class Batch:
         return h.hexdigest()
 
 
+# The training budget of the NTM paper's tasks. Approximate (≈): its learning-curve figures for
+# copy, repeat copy, associative recall, dynamic N-grams and priority sort run to roughly 1M
+# training sequences (x-axis in thousands), read off the axes.
+NTM_PAPER_BUDGET = 1_000_000
+NTM_PAPER_SOURCE = "Graves et al. 2014 (NTM), learning-curve figures: up to ≈1M training sequences"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference predictor that the task's ``metrics`` score on the same sequences as the model.
+
+    Attributes:
+        name: how tables and figures call it ("Bayes-optimal").
+        metric: the metric holding its cost (``bayes_cost``).
+        excess: the metric holding the model's cost minus the reference's (``excess_bits``).
+    """
+
+    name: str
+    metric: str
+    excess: str
+
+
 @dataclass(frozen=True)
 class Task:
     """Base class of every task; see the module docstring for the contract."""
@@ -89,6 +119,10 @@ class Task:
     solved_threshold: ClassVar[float] = 0.01
     sample_overrides: ClassVar[tuple[str, ...]] = ()
     generalisation_overrides: ClassVar[tuple[tuple[str, Any], ...]] = ()
+    length_label: ClassVar[str] = "length"
+    paper_budget: ClassVar[int | None] = None
+    paper_source: ClassVar[str] = ""
+    reference: ClassVar[Reference | None] = None
     registry_name: ClassVar[str]
 
     def __post_init__(self) -> None:
@@ -214,6 +248,23 @@ class Task:
 
     def is_solved(self, metrics: dict[str, float]) -> bool:
         return metrics[self.solved_metric] < self.solved_threshold
+
+    def chance_level(self, metric: str, length: int | None = None) -> float | None:
+        """``metric`` of a predictor that ignores its inputs, at ``length`` (None: the training range).
+
+        bce: every scored bit guessed with probability 1/2, so ``cost`` = scored bits per sequence
+        (one bit each), ``bit_errors`` = half of them, ``seq_accuracy`` = mean of 2^-bits; mse:
+        always the mean target, so ``mse`` = the targets' variance. Estimated on the fixed
+        evaluation set at ``length``; None for a metric it does not cover.
+        """
+        batch = self.eval_batch(length)
+        scored = batch.mask.unsqueeze(-1).expand_as(batch.targets)  # (B, T, d_out)
+        if self.loss == "bce":
+            bits = scored.sum(dim=(1, 2)).double()  # (B,)
+            levels = {"cost": bits.mean(), "bit_errors": bits.mean() / 2, "seq_accuracy": torch.exp2(-bits).mean()}
+            return float(levels[metric]) if metric in levels else None
+        y = batch.targets[scored].double()
+        return float(((y - y.mean()) ** 2).mean()) if metric == "mse" and y.numel() else None
 
     # --- description ---------------------------------------------------------------
     def params(self) -> dict[str, Any]:

@@ -78,6 +78,8 @@ class BinaryAddition(Task):
         generalise: the values of n evaluated for length generalisation.
     """
 
+    length_label = "bits per operand n"
+
     mode: str = "sequential"
     min_bits: int = 1
     max_bits: int = 20

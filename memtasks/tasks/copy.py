@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks.core.config import check_int
-from memtasks.tasks.base import Batch, Task, register_task
+from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 
 @register_task("copy")
@@ -35,6 +35,10 @@ class Copy(Task):
         min_length, max_length: the training range of L.
         generalise: the lengths L evaluated for length generalisation.
     """
+
+    length_label = "sequence length L (vectors)"
+    paper_budget = NTM_PAPER_BUDGET
+    paper_source = NTM_PAPER_SOURCE
 
     bits: int = 8
     min_length: int = 1

@@ -107,6 +107,8 @@ class MarkedPairTask(Task):
     values). Not registered itself.
     """
 
+    length_label = "base length T0 (steps)"
+
     base_length: int = 50
     generalise: tuple[int, ...] = ()
 

@@ -8,7 +8,7 @@ import torch
 
 from memtasks import metrics as M
 from memtasks.core.config import check_int
-from memtasks.tasks.base import Batch, Task, register_task
+from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Reference, Task, register_task
 
 MAX_ORDER = 16  # each sequence draws a table of 2^(order-1) probabilities
 
@@ -112,6 +112,11 @@ class DynamicNgrams(Task):
         num_bits: n, the bits per sequence in training (the ``length`` parameter).
         generalise: the values of n evaluated for length generalisation.
     """
+
+    length_label = "bits per sequence n"
+    paper_budget = NTM_PAPER_BUDGET
+    paper_source = NTM_PAPER_SOURCE
+    reference = Reference("Bayes-optimal", "bayes_cost", "excess_bits")
 
     solved_metric = "excess_bits"
     solved_threshold = 2.0

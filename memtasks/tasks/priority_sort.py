@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks.core.config import check_int
-from memtasks.tasks.base import Batch, Task, register_task
+from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 _MAX = 100_000
 
@@ -59,6 +59,10 @@ class PrioritySort(Task):
         min_inputs, max_inputs: the training range of N (at least 2, so that K >= 1).
         generalise: the input counts N evaluated for length generalisation.
     """
+
+    length_label = "input vectors N"
+    paper_budget = NTM_PAPER_BUDGET
+    paper_source = NTM_PAPER_SOURCE
 
     bits: int = 8
     min_inputs: int = 20

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from memtasks.core.config import check_int
-from memtasks.tasks.base import Batch, Task, register_task
+from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 _MAX = 100_000
 
@@ -51,6 +51,10 @@ class RepeatCopy(Task):
         min_repeats, max_repeats: the training range of R.
         generalise: the lengths L evaluated for length generalisation (with training R).
     """
+
+    length_label = "sequence length L (vectors)"
+    paper_budget = NTM_PAPER_BUDGET
+    paper_source = NTM_PAPER_SOURCE
 
     sample_overrides: ClassVar[tuple[str, ...]] = ("repeats",)
     generalisation_overrides: ClassVar[tuple[tuple[str, Any], ...]] = (("repeats", 20),)

@@ -45,18 +45,23 @@ def text_grid(batch: Batch, index: int = 0, outputs: torch.Tensor | None = None)
 
 
 def plot_example(batch: Batch, index: int = 0, outputs: torch.Tensor | None = None, title: str = "") -> Any:
-    """A matplotlib Figure: inputs, targets (and outputs) as heat maps over time; scored steps shaded."""
-    import matplotlib
+    """A matplotlib Figure: inputs, targets (and outputs) as heat maps over time; scored steps shaded.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The figure is on the Agg canvas and outside pyplot: no global backend is set, and there is
+    nothing to close (it is freed with its last reference).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     T = _steps(batch, index)
     panels = [("inputs", batch.inputs[index, :T]), ("targets", batch.targets[index, :T])]
     if outputs is not None:
         panels.append(("outputs", outputs[:T]))
     mask = batch.mask[index, :T].cpu()
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(4.0, 0.18 * T + 1.5), 1.2 + 0.9 * len(panels) + 0.08 * sum(p[1].shape[1] for p in panels)), squeeze=False)
+    size = (max(4.0, 0.18 * T + 1.5), 1.2 + 0.9 * len(panels) + 0.08 * sum(p[1].shape[1] for p in panels))
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)  # headless, without pyplot's global backend
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (name, data) in zip(axes[:, 0], panels):
         ax.imshow(data.detach().cpu().float().T.numpy(), aspect="auto", cmap="viridis", interpolation="nearest", vmin=min(0.0, float(data.min())), vmax=max(1.0, float(data.max())))
         ax.set_ylabel(name)

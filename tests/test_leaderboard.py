@@ -4,8 +4,8 @@ The golden file ``tests/golden/leaderboard.md`` is the leaderboard of the fixtur
 ``tests/fixtures/runs`` (tiny real runs of copy, dynamic_ngrams and adding). After an intended
 change to the leaderboard's format, regenerate it from the repository root and review the diff::
 
-    /tmp/venv/bin/python -c "from pathlib import Path; from memtasks.leaderboard import write_leaderboard; \
-write_leaderboard([Path('tests/fixtures/runs')], None, Path('tests/golden/leaderboard.md'))"
+    .venv/bin/python -c "from pathlib import Path; from memtasks.results import write_leaderboard; \
+write_leaderboard([Path('tests/fixtures/runs')], None, Path('tests/golden/leaderboard.md'), force=True)"
 """
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from memtasks.compare import compare
-from memtasks.leaderboard import aggregate, budget_note, collect, median_to_solve, overall, render, write_leaderboard
+from memtasks.results.aggregate import budget_note, median_to_solve, overall, summarise
+from memtasks.results.comparison import compare
+from memtasks.results.errors import NoRecordsError
+from memtasks.results.leaderboard import build_leaderboard, write_leaderboard
+from memtasks.results.markdown import leaderboard_markdown
+from memtasks.results.store import collect
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures" / "runs"
@@ -39,7 +43,7 @@ def test_same_records_give_same_bytes(tmp_path: Path) -> None:
     first, _ = write_leaderboard([FIXTURES], None, tmp_path / "a.md")
     second, _ = write_leaderboard([elsewhere], ["fixture"], tmp_path / "b.md")
     df, _ = collect([FIXTURES])
-    assert first == second == render(df, {"presets": {"fixture": "fixture"}})
+    assert first == second == leaderboard_markdown(df, {"fixture": "fixture"})
     assert (tmp_path / "a.md").read_bytes() == (tmp_path / "b.md").read_bytes()
 
 
@@ -83,7 +87,7 @@ def test_aggregation_by_hand(hand_runs: Path) -> None:
     df, warnings = collect([hand_runs])
     assert warnings == []
     assert len(df) == 5 and df.loc[0, "train/mse"] == 0.1  # sorted: adding before copy
-    agg = aggregate(df).set_index(["task", "entry"])
+    agg = summarise(df).set_index(["task", "entry"])
     a, b = agg.loc[("copy", "a")], agg.loc[("copy", "b")]
     assert a["primary_mean"] == 2.0 and math.isclose(a["primary_std"], math.sqrt(2.0))  # sample std of 1, 3
     assert a["best_seed"] == 0 and a["best_primary"] == 1.0 and a["best_acc"] == 0.5
@@ -98,12 +102,12 @@ def test_aggregation_by_hand(hand_runs: Path) -> None:
     assert agg.loc[("adding", "a")]["primary"] == "mse" and agg.loc[("adding", "a")]["rank"] == 1.0
     assert not agg.loc[("adding", "a")]["task_solved"]
 
-    ov = overall(aggregate(df)).set_index("entry")
+    ov = overall(summarise(df)).set_index("entry")
     assert list(ov.index) == ["b", "a"]  # mean ranks 1.0 and 1.5
     assert ov.loc["a", "mean_rank"] == 1.5 and ov.loc["a", "tasks_solved"] == 1 and ov.loc["a", "tasks_run"] == 2
     assert ov.loc["b", "mean_rank"] == 1.0 and ov.loc["b", "tasks_solved"] == 1 and ov.loc["b", "tasks_run"] == 1
 
-    text = render(df, {})
+    text = leaderboard_markdown(df)
     copy_table = text.split("## copy")[1].split("## Overall")[0]
     assert copy_table.index("| b ") < copy_table.index("| a ")  # best first
     assert "| 2.00 ± 1.41 " in copy_table and "| 1.00 (s0) " in copy_table and "| 37.5 ± 17.7% " in copy_table
@@ -144,7 +148,9 @@ def test_corrupt_and_foreign_records_are_skipped(hand_runs: Path) -> None:
 def test_group_filter(hand_runs: Path) -> None:
     df, warnings = collect([hand_runs], ["nope"])
     assert df.empty and warnings == [f"group 'nope': no run records under {hand_runs}"]
-    assert "No run records" in render(df, {})
+    assert "No run records" in leaderboard_markdown(df)
+    with pytest.raises(NoRecordsError, match=r"group\(s\) 'nope' under .*; groups with records: g"):
+        build_leaderboard([hand_runs], ["nope"])
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def test_compare_unknown_model(tmp_path: Path) -> None:
 def test_model_with_no_finished_seed_ranks_last(hand_runs: Path) -> None:
     _write_run(hand_runs, "copy", "c", 0, {}, status="failed")
     df, _ = collect([hand_runs])
-    agg = aggregate(df).set_index(["task", "entry"])
+    agg = summarise(df).set_index(["task", "entry"])
     assert agg.loc[("copy", "c"), "rank"] == 3.0 and math.isnan(agg.loc[("copy", "c"), "primary_mean"])
-    row = next(line for line in render(df, {}).splitlines() if line.startswith("| c "))
+    row = next(line for line in leaderboard_markdown(df).splitlines() if line.startswith("| c "))
     assert "| 1 failed" in row and "| 0/1 " in row and "(s" not in row

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from memtasks.matrix.spec import SpecError, expand, load_spec
-from memtasks.train import record as R
+from memtasks.results import store as R
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memtasks.train import record as R
+from memtasks.results import store as R
 from memtasks.train.config import RunConfig
 from memtasks.train.trainer import RunError, train
 from memtasks.models import MODELS

@@ -68,7 +68,7 @@ def check_one_group(df: pd.DataFrame, where: str) -> str:
     groups = groups_of(df)
     if len(groups) > 1:
         raise MixedGroupsError(
-            f"{where} holds runs of several groups ({', '.join(groups)}), trained under different settings; "
+            f"the runs chosen under {where} come from several groups ({', '.join(groups)}), trained under different settings; "
             "choose one with --group"
         )
     return groups[0]

@@ -2,9 +2,11 @@
 and says what to do, so the command line prints it on one line."""
 from __future__ import annotations
 
+from memtasks.core.errors import MemtasksError
 
-class ResultsError(ValueError):
-    """A problem with the user's run records or output file; the message names it."""
+
+class ResultsError(MemtasksError):
+    """A problem with the user's run records or output file; the message names it (a ``ValueError``)."""
 
 
 class RecordError(ResultsError):

@@ -1,5 +1,5 @@
 """The DNC: each memory operation against a plain loop and hand-made cases, and both fast paths
-(the C kernels of ``models/dnc/cpu_kernel.py`` and the PyTorch operators) against a DNC step loop
+(the C kernels of ``models/dnc/kernel.c`` and the PyTorch operators) against a DNC step loop
 written here from the equations of Graves et al. (2016, Methods), outputs and gradients.
 
 The references below share no code with ``models/dnc``; they loop over batch, heads and slots.

@@ -164,8 +164,8 @@ def run_backward(
 
 class NTMLoop(torch.autograd.Function):
     """The input projection and the loop as one autograd node with a hand-written backward:
-    :func:`run_forward` / :func:`run_backward`, or with ``lib`` (the C kernels of
-    ``cpu_kernel.py``) ``kernel_sequence.kernel_forward`` / ``kernel_backward``. The input
+    :func:`run_forward` / :func:`run_backward`, or with ``lib`` (the C kernels of ``kernel.c``,
+    loaded by ``cpu_kernel.py``) ``kernel_sequence.kernel_forward`` / ``kernel_backward``. The input
     weights' gradient is ``(Xᵀ Ḡ)ᵀ``: BLAS is several times faster at it than at ``Ḡᵀ X`` for a
     narrow ``X`` (d_in = 9 columns, T·B rows)."""
 

@@ -1,4 +1,4 @@
-"""The NTM's time loop over the C kernels of ``cpu_kernel.py`` (float32 on CPU, one write head).
+"""The NTM's time loop over the C kernels of ``kernel.c`` (float32 on CPU, one write head).
 
 The same recurrence as ``sequence.py`` / ``bptt.py``, with each step's heads (addressing, reads,
 write) in one C call each way; the controller stays in PyTorch:

@@ -220,24 +220,47 @@ def _strip_timings(result: dict) -> dict:
 
 
 @pytest.mark.ray
-def test_ray_cluster_matches_local_executor(tmp_path):
+@pytest.mark.parametrize("auth", ["none", "token"])
+def test_ray_cluster_matches_local_executor(tmp_path, monkeypatch, auth):
+    """A cluster on 127.0.0.1, without and with Ray's token authentication, trains the matrix as the
+    local executor does. The test has its own HOME and no RAY_AUTH_* variables, so a token an
+    earlier `ray start` left in ~/.ray/auth_token changes nothing; it stops its own cluster only."""
     pytest.importorskip("ray")
     ray_bin = Path(sys.executable).with_name("ray")
     assert ray_bin.exists(), "the ray extra installs the ray command"
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    if auth == "token":  # as `ray start` finds it after `ray get-auth-token --generate`
+        made = subprocess.run([str(ray_bin), "get-auth-token", "--generate"], capture_output=True, text=True,
+                              env=env, timeout=120)
+        if made.returncode != 0:
+            pytest.skip(f"this Ray has no token authentication: {made.stderr.strip()[-300:]}")
+        assert (home / ".ray" / "auth_token").exists()
     spec = write(tmp_path, TINY)
     port = _free_port()
     ray_tmp = Path(tempfile.mkdtemp(prefix="mtray", dir="/tmp"))  # unix socket paths must stay short
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "disabled"}
-    start = subprocess.run(
-        [str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
-        capture_output=True, text=True, env=env, timeout=180,
-    )
-    assert start.returncode == 0, start.stderr + start.stdout
+    head_log = tmp_path / "head.log"
+    with open(head_log, "w") as out:  # --block: ending this process stops this cluster, no other
+        head = subprocess.Popen(
+            [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
     try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in head_log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, head_log.read_text()
+            time.sleep(0.5)
+        if auth == "token":
+            assert "Token authentication is enabled" in head_log.read_text(), "the cluster requires the token"
         ray_runs, local_runs = tmp_path / "ray_runs", tmp_path / "local_runs"
         out = cli("matrix", str(spec), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
-                  "--runs-dir", str(ray_runs), "--seeds", "0", env_extra={"RAY_USAGE_STATS_ENABLED": "0"})
+                  "--runs-dir", str(ray_runs), "--seeds", "0")
         assert out.returncode == 0, out.stderr + out.stdout
         local = cli("matrix", str(spec), "--runs-dir", str(local_runs), "--seeds", "0", "--workers", "2")
         assert local.returncode == 0, local.stderr
@@ -254,7 +277,12 @@ def test_ray_cluster_matches_local_executor(tmp_path):
                     "--runs-dir", str(ray_runs), "--seeds", "0")
         assert again.returncode == 0 and "4 already finished, 0 to run" in again.stderr
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        head.terminate()  # the head drains, then stops the processes it started
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)  # this test's own session
+            head.wait()
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

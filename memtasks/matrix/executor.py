@@ -195,11 +195,13 @@ def _signal_workers(pool: cf.ProcessPoolExecutor) -> None:
             pass
 
 
-def _ray_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: tuple[str, ...]) -> dict[str, Any]:
+def _ray_cell(
+    config_json: str, runs_dir: str, wandb_mode: str | None, plugins: tuple[str, ...], force: bool = False
+) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    out = run_cell(config_json, runs_dir, wandb_mode, plugins)
+    out = run_cell(config_json, runs_dir, wandb_mode, plugins, force)
     config = RunConfig.from_json(config_json)
     folder = R.run_dir(runs_dir, config.group, config.task, config.model, config.seed)
     out["files"] = {name: (folder / name).read_text() for name in RECORD_FILES if (folder / name).exists()}
@@ -209,9 +211,42 @@ def _ray_cell(config_json: str, runs_dir: str, wandb_mode: str | None, plugins: 
 
 @dataclass
 class RayExecutor:
-    """Cells as Ray tasks on a cluster (``address``: ``auto``, ``host:port`` or None for a local one)."""
+    """Cells as Ray tasks on a cluster (``address``: ``auto``, ``host:port`` or None for a local one).
+
+    Clusters with and without Ray's token authentication both work: see :meth:`connect`.
+    """
 
     address: str | None = None
+
+    def connect(self, ray: Any) -> None:
+        """``ray.init`` this driver, sending Ray's authentication token whenever one is at hand.
+
+        ``ray start`` turns token authentication on when a token exists (``RAY_AUTH_TOKEN``,
+        the file ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), but a driver given an
+        explicit ``host:port`` sends none unless ``RAY_AUTH_MODE=token``, so such a cluster
+        refused it. A driver that sends a token also connects to a cluster without
+        authentication, so it sends one whenever one exists; ``RAY_AUTH_MODE`` set by the user
+        is left as it is. Rays older than token authentication connect as before.
+        """
+        from memtasks.core.errors import MemtasksError
+
+        if self.address not in (None, "auto"):  # for these Ray handles authentication itself
+            try:
+                from ray._private.authentication.authentication_token_setup import (
+                    maybe_enable_token_auth_if_token_available,
+                )
+            except ImportError:
+                pass
+            else:
+                maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        try:
+            ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+        except ConnectionError as exc:
+            raise MemtasksError(
+                f"cannot connect to the Ray cluster at {self.address} ({exc}); check that it runs "
+                "(`ray status --address ...`) and, if it uses token authentication, give this machine "
+                "its token: RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file> (`ray get-auth-token` on the head)"
+            ) from None
 
     def run(
         self,
@@ -220,33 +255,48 @@ class RayExecutor:
         wandb_mode: str | None,
         plugins: tuple[str, ...],
         on_done: Callable[[CellOutcome, int], None],
+        force: bool = False,
+        stop: Callable[[], bool] = lambda: False,
     ) -> list[CellOutcome]:
+        """As :meth:`LocalExecutor.run`; once ``stop()`` is true the cells not finished are
+        cancelled: one that never started gets no outcome, a running one reports what it returns."""
+        from memtasks.core.errors import MemtasksError
+
         try:
             import ray
         except ImportError:
-            raise RuntimeError("the Ray executor needs the ray extra: pip install 'memtasks[ray]'") from None
+            raise MemtasksError("the Ray executor needs the ray extra: pip install 'memtasks[ray]'") from None
         started_here = not ray.is_initialized()
         if started_here:
-            ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+            self.connect(ray)
         try:
             gpus = ray.cluster_resources().get("GPU", 0)
             remote = ray.remote(num_gpus=1, num_cpus=0)(_ray_cell) if gpus else ray.remote(num_cpus=1)(_ray_cell)
             # plugin files must be readable on the nodes: pass absolute paths
             plugins = tuple(str(Path(p).resolve()) if Path(p).exists() else p for p in plugins)
-            pending = {remote.remote(c.to_json(), str(runs_dir.resolve()), wandb_mode, plugins): c for c in cells}
+            pending = {
+                remote.remote(c.to_json(), str(runs_dir.resolve()), wandb_mode, plugins, force): c for c in cells
+            }
             outcomes = []
+            cancelled = False
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                ref = done[0]
-                cfg = pending.pop(ref)
-                try:
-                    out = ray.get(ref)
-                    self._write_files(cfg, runs_dir, out.get("files", {}))
-                    outcome = CellOutcome.from_output(cfg, out)
-                except Exception as exc:
-                    outcome = CellOutcome(cfg, "failed", f"ray task failed: {type(exc).__name__}: {exc}")
-                outcomes.append(outcome)
-                on_done(outcome, len(pending))
+                if stop() and not cancelled:
+                    cancelled = True
+                    for ref in pending:
+                        ray.cancel(ref)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for ref in done:
+                    cfg = pending.pop(ref)
+                    try:
+                        out = ray.get(ref)
+                        self._write_files(cfg, runs_dir, out.get("files", {}))
+                        outcome = CellOutcome.from_output(cfg, out)
+                    except ray.exceptions.TaskCancelledError:
+                        continue  # never ran to the end: the runner lists it as not started
+                    except Exception as exc:
+                        outcome = CellOutcome(cfg, "failed", f"ray task failed: {type(exc).__name__}: {exc}")
+                    outcomes.append(outcome)
+                    on_done(outcome, len(pending))
             return outcomes
         finally:
             if started_here:

@@ -26,7 +26,7 @@ from memtasks.cli import matrix as _matrix
 from memtasks.cli import results as _results
 from memtasks.cli import tasks as _tasks
 from memtasks.cli import train as _train
-from memtasks.cli.common import CLIError, Common
+from memtasks.cli.common import CLIError, Common, Parser
 from memtasks.core.errors import MemtasksError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -36,7 +36,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="memtasks",
         description="Benchmark memory in recurrent and memory-augmented networks.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from memtasks.core.errors import MemtasksError
 
@@ -14,11 +14,27 @@ class CLIError(MemtasksError):
     """An error to report in one line, with exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line in memtasks' format (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if bad:
+            choices = re.findall(r"'([^']*)'", bad.group(2))
+            close = difflib.get_close_matches(bad.group(1), choices, n=1, cutoff=0.5)
+            message += f"; did you mean {close[0]!r}?" if close else ""
+        where = "" if self.prog == "memtasks" else f"{self.prog.removeprefix('memtasks ')}: "
+        self.exit(2, f"memtasks: error: {where}{message} (see {self.prog} --help)\n")
+
+
 class Common:
     """Builds sub-parsers with the flags every command takes (``-v``, ``--plugin``)."""
 
     def __init__(self) -> None:
-        self.parent = argparse.ArgumentParser(add_help=False)
+        self.parent = Parser(add_help=False)
         self.parent.add_argument(
             "-v", "--verbose", action="store_true", dest="sub_verbose", help="debug logging and tracebacks"
         )

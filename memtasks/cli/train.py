@@ -99,6 +99,7 @@ def build_run_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from memtasks.train import interrupt
     from memtasks.train.trainer import Trainer
 
     load_plugins(args.plugin)
@@ -109,7 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.progress = printer
     result: dict[str, Any] | None = None
     try:
-        result = trainer.run(force=args.force)
+        with interrupt.deferred_interrupts(escalate=True):  # Ctrl-C / SIGTERM: checkpoint, then exit 130
+            result = trainer.run(force=args.force)
     finally:
         if printer is not None:
             printer.close(result["sequences_seen"] if result else None)

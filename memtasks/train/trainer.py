@@ -99,18 +99,13 @@ class Trainer:
 
     def finished(self) -> dict[str, Any] | None:
         """The existing final result (status ok or diverged) of this run, or None."""
-        if not self.result_path.exists():
-            return None
         try:
-            result = R.read_result(self.result_path)
+            return R.finished_result(self.dir)  # a failed run is retried; ok and diverged runs are final
         except R.RecordError as exc:
             raise RunError(
                 f"{exc}; the record cannot be trusted: train this run again with --force "
                 "(memtasks matrix: --force with --tasks/--models/--seeds naming the cell)"
             ) from None
-        if result["status"] == "failed":
-            return None  # a failed run is retried; ok and diverged runs are final
-        return result
 
     def _check_same_config(self) -> None:
         """A folder that holds a run of another configuration is never silently mixed in."""
@@ -185,7 +180,8 @@ class Trainer:
             wb.abandon()
             raise
         except Exception as exc:  # a failed run is recorded, never lost
-            log.exception("run %s failed", self.dir)
+            log.error("run %s failed: %s: %s", self.dir, type(exc).__name__, exc)
+            log.debug("traceback of the failed run", exc_info=True)
             result = self._result(model, _Loop(), "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         result["wall_time_s"] = round(time.monotonic() - started, 3)
         result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -148,6 +148,9 @@ class KernelLibrary:
                 except (OSError, RuntimeError, AttributeError) as exc:
                     log.warning("%s: C kernels unavailable, using the PyTorch operators (%s)", self.model, exc)
                     lib = None
+            else:
+                why = "no C compiler found (cc, gcc, clang or $CC)" if not compiler else f"platform {sys.platform}"
+                log.warning("%s: C kernels unavailable, using the PyTorch operators (%s)", self.model, why)
             if lib is not None:
                 self._check_structs(lib)
             self._state["lib"] = lib

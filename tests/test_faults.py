@@ -360,3 +360,15 @@ def test_messages_name_the_flag():
     assert "--model lstm" in one_clear_line(cli("capacity", "--model", "lstm", "--sizes", "10"))
     line = one_clear_line(cli("matrix", "smoke", "--workers", "-1"))
     assert "--workers" in line and ">= 1" in line
+
+
+def test_no_compiler_is_warned_once_and_recorded(tmp_path):
+    no_cc = env(CC="no-such-compiler", PATH=str(Path(sys.executable).parent), XDG_CACHE_HOME=str(tmp_path / "cache"),
+                TMPDIR=str(tmp_path))
+    out = cli("train", "--task", "copy", "--model", "ntm", *TINY[:2], "--set", "eval_size=8", "--set", "task.max_length=3",
+              "--set", "task.generalise=5", "--set", "model.hidden_size=8", "--set", "model.memory_slots=8",
+              "--runs-dir", str(tmp_path / "runs"), "--quiet", env=no_cc)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("C kernels unavailable") == 1
+    config = json.loads((tmp_path / "runs/default/copy/ntm/seed-0/config.json").read_text())
+    assert config["run"]["model_params"].get("cpu_kernel", True) is True and config["ran_with"]["cpu_kernel"] is False

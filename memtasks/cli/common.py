@@ -121,7 +121,8 @@ def output_file(path: str | os.PathLike[str], flag: str, suffixes: Sequence[str]
 
 
 def output_folder(path: str | os.PathLike[str], flag: str) -> Path:
-    """Check that ``path`` is (or can be created as) a writable folder; creates it."""
+    """Check that ``path`` is (or can be created as) a writable folder; the command creates it
+    when it has something to write, so a failing command leaves no empty folder behind."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CLIError(f"{flag} {p}: is a file, not a folder; give a folder")
@@ -132,7 +133,6 @@ def output_folder(path: str | os.PathLike[str], flag: str) -> Path:
         raise CLIError(f"{flag} {p}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise CLIError(f"{flag} {p}: {probe} is not writable")
-    p.mkdir(parents=True, exist_ok=True)
     return p
 
 

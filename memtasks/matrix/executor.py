@@ -308,12 +308,6 @@ class RayExecutor:
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "metrics.jsonl"):  # result.json last: it marks the cell finished
             if name in files:
-                _write_atomic_text(folder / name, files[name])
+                R.write_text_atomic(folder / name, files[name])
         if "result.json" in files:
-            _write_atomic_text(folder / "result.json", files["result.json"])
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+            R.write_text_atomic(folder / "result.json", files["result.json"])

@@ -252,10 +252,6 @@ def _curves(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _example_image(model: torch.nn.Module, task: Any, device: torch.device) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import wandb
 
     from memtasks.viz import plot_example
@@ -267,6 +263,4 @@ def _example_image(model: torch.nn.Module, task: Any, device: torch.device) -> A
     if task.loss == "bce":
         outputs = torch.sigmoid(outputs)
     fig = plot_example(batch, 0, outputs[0].float().cpu(), title=f"{task.name}: {model.registry_name}")
-    image = wandb.Image(fig)
-    plt.close(fig)
-    return image
+    return wandb.Image(fig)

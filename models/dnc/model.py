@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -104,6 +104,12 @@ class DNC(MemoryModel):
         H, W, R = config.hidden_size, config.memory_width, config.read_heads
         controller = 4 * H * (d_in + 1) + 4 * H * (R * W + H)
         return controller + (H + 1) * interface_size(W, R) + (H + R * W + 1) * d_out
+
+    def ran_with(self, device: torch.device) -> dict[str, Any]:
+        """Whether the C kernels run for float32 inputs on ``device`` (they may be unavailable:
+        no compiler, a GPU, several write heads)."""
+        probe = torch.empty(1, 1, self.d_in, device=device)
+        return {"cpu_kernel": bool(self.config.cpu_kernel) and kernel_for(probe, self.config.cpu_kernel) is not None}
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> DNCState:
         cfg = self.config

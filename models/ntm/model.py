@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +142,12 @@ class NTM(MemoryModel):
         if config.memory_init == "learned":
             count += config.memory_slots * m
         return count
+
+    def ran_with(self, device: torch.device) -> dict[str, Any]:
+        """Whether the C kernels run for float32 inputs on ``device`` (they may be unavailable:
+        no compiler, a GPU, several write heads)."""
+        probe = torch.empty(1, 1, self.d_in, device=device)
+        return {"cpu_kernel": bool(self.config.cpu_kernel) and cpu_kernel.kernel_for(probe, self.config.write_heads) is not None}
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> NTMState:
         cfg = self.config

@@ -1,7 +1,7 @@
 """Plain-C CPU kernels built with the system compiler on first use (the DNC's and the NTM's).
 
 A :class:`KernelLibrary` names one C file of this package (``dnc/kernel.c``, ``ntm/kernel.c``);
-each starts with ``#include "cbuild_helpers.h"``, the C both kernels share: ``vexp`` and
+each includes ``cbuild_helpers.h``, the C both kernels share: ``vexp`` and
 ``vlog``, an exp and a log of about 1 ulp written so that the compiler vectorises the loops that
 call them, a ``softmax`` built on ``vexp``, and the status codes every kernel function returns.
 The files are read as package data (``importlib.resources``), so an installed wheel builds the

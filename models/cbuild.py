@@ -71,7 +71,7 @@ def _cache_dir() -> Path:
 def build(name: str, sources: Mapping[str, str], main: str, compiler: str, defines: Sequence[str] = ()) -> Path:
     """Compile ``sources[main]`` into ``<cache>/<name>_<hash>.so`` unless it is there; return its path.
 
-    ``sources`` maps file names to texts; they are written side by side, so ``#include "x.h"``
+    ``sources`` maps file names to texts; they are written side by side, so an include of ``"x.h"``
     finds ``sources["x.h"]``. ``defines`` are ``-D`` options (``"COS_EPS=1e-08f"``).
     """
     last: Exception | None = None

@@ -83,7 +83,7 @@ def run_cell(
     }
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int | None) -> None:
     """Linux: end this worker when the driver dies, whatever signal killed it, so a killed matrix
     leaves no orphan training the same run folder as the next invocation. The parent may have
     died before the request was made; then the worker's parent is already another process."""
@@ -95,11 +95,11 @@ def _die_with_parent(parent: int) -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
-    if os.getppid() != parent:
+    if parent is not None and os.getppid() != parent:
         os._exit(1)
 
 
-def _init_worker(threads: int, gpu_queue: Any, parent: int) -> None:
+def _init_worker(threads: int, gpu_queue: Any, parent: int | None = None) -> None:
     import torch
 
     from memtasks.train.interrupt import install_for_worker

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from memtasks.core.errors import MemtasksError
 
-from memtasks.core.errors import MemtasksError
-
 
 class ResultsError(MemtasksError):
     """A problem with the user's run records or output file; the message names it (a ``ValueError``)."""

@@ -2,7 +2,8 @@
 model contract by a one-step probe before any training) and the optimiser."""
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Iterator
 
 import torch
 
@@ -77,6 +78,27 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Opt
         # The NTM/DNC papers' RMSProp: decay 0.95 with momentum.
         return torch.optim.RMSprop(params, lr=o["lr"], alpha=0.95, momentum=o["momentum"], eps=1e-8)
     return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"])
+
+
+def closed_form_data(
+    config: RunConfig, task: Task, device: torch.device
+) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], tuple[torch.Tensor, ...], int]:
+    """What a closed-form model (the ESN) is fitted on: ``config.sequences`` training sequences
+    as batches of ``(inputs, targets, mask)`` from the run's curriculum (the same data a gradient
+    run draws), a validation batch of its own seed, and the number of batches."""
+    from memtasks.train.curriculum import Curriculum
+
+    gen = torch.Generator().manual_seed(stable_seed("train", config.seed, config.task))
+    curriculum = Curriculum.create(config.curriculum, task)
+    n_batches = max(1, math.ceil(config.sequences / config.batch_size))
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for _ in range(n_batches):
+            b = curriculum.sample(task, config.batch_size, gen).to(device)
+            yield b.inputs, b.targets, b.mask
+
+    val = task.sample(config.eval_size, torch.Generator().manual_seed(stable_seed("val", config.seed)), device=device)
+    return batches(), (val.inputs, val.targets, val.mask), n_batches
 
 
 def jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -30,12 +30,14 @@ from memtasks.models import MemoryModel
 from memtasks.tasks.limits import check_sample_size
 from memtasks.train import interrupt
 from memtasks.results import store as R
-from memtasks.train.build import jsonable, make_model, make_optimizer, make_task, probe_contract
+from memtasks.results.schema import RunResult
+from memtasks.train.build import closed_form_data, make_model, make_optimizer, make_task, probe_contract
 from memtasks.train.checkpoint import RunBusy, RunError, RunLock, load_checkpoint, save_checkpoint
 from memtasks.train.config import RunConfig
 from memtasks.train.curriculum import Curriculum
 from memtasks.train.evaluation import evaluate
-from memtasks.train.provenance import device_name, git_commit, pick_device, versions
+from memtasks.train.provenance import pick_device
+from memtasks.train.run_record import build_result, config_differences, resolved_config, stored_config
 
 __all__ = ["RunBusy", "RunError", "Trainer", "make_model", "make_optimizer", "make_task", "train"]
 
@@ -109,16 +111,13 @@ class Trainer:
 
     def _check_same_config(self) -> None:
         """A folder that holds a run of another configuration is never silently mixed in."""
-        stored = self._stored_config()
+        stored = stored_config(self.dir)
         if stored is not None and stored.identity() != self.config.identity():
             changed = config_differences(stored, self.config)
             raise RunError(
                 f"{self.dir} holds a run of a different configuration ({changed}); "
                 "use --force to replace it or another --group"
             )
-
-    def _stored_config(self) -> RunConfig | None:
-        return stored_config(self.dir)
 
     # --- main ----------------------------------------------------------------------------
     def run(self, force: bool = False) -> dict[str, Any]:
@@ -185,6 +184,7 @@ class Trainer:
             result = self._result(model, _Loop(), "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         result["wall_time_s"] = round(time.monotonic() - started, 3)
         result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        result = RunResult.from_dict(result, self.result_path).to_dict()  # the schema checks the record at birth
         R.write_json_atomic(self.result_path, result)
         wb.finish(result, model, self.task, self.device)
         return result
@@ -209,8 +209,9 @@ class Trainer:
         cfg = self.config
         optimizer = make_optimizer(cfg, model)
         o = cfg.optim()
-        gen = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
-        gen.manual_seed(stable_seed("train", cfg.seed, cfg.task))
+        # Training data is drawn on the CPU and moved, so a CPU and a GPU run of one seed see the
+        # same sequences.
+        gen = torch.Generator().manual_seed(stable_seed("train", cfg.seed, cfg.task))
         curriculum = Curriculum.create(cfg.curriculum, self.task)
         loop = _Loop()
         forward = model
@@ -220,7 +221,7 @@ class Trainer:
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            gen.set_state(checkpoint["generator"].cpu())  # generator states are CPU byte tensors on every device
+            gen.set_state(checkpoint["generator"].cpu())
             curriculum.load_state_dict(checkpoint["curriculum"])
             loop = _Loop(**checkpoint["loop"])
             self._truncate_metrics(loop.rows)
@@ -340,20 +341,12 @@ class Trainer:
     # --- closed-form training (ESN) ----------------------------------------------------
     def _fit_closed_form(self, model: MemoryModel, wb: Any) -> dict[str, Any]:
         cfg = self.config
-        gen = torch.Generator().manual_seed(stable_seed("train", cfg.seed, cfg.task))
-        curriculum = Curriculum.create(cfg.curriculum, self.task)
-        n_batches = max(1, math.ceil(cfg.sequences / cfg.batch_size))
         self.metrics_path.unlink(missing_ok=True)
         self.metrics_path.touch()
-
-        def batches():
-            for _ in range(n_batches):
-                b = curriculum.sample(self.task, cfg.batch_size, gen).to(self.device)
-                yield b.inputs, b.targets, b.mask
-
-        val = self.task.sample(cfg.eval_size, torch.Generator().manual_seed(stable_seed("val", cfg.seed)), device=self.device)
+        batches, val, n_batches = closed_form_data(cfg, self.task, self.device)
+        curriculum = Curriculum.create(cfg.curriculum, self.task)
         t0 = time.perf_counter()
-        info = model.fit(batches(), (val.inputs, val.targets, val.mask), self.task.loss)
+        info = model.fit(batches, val, self.task.loss)
         loop = _Loop(step=n_batches, seen=n_batches * cfg.batch_size, train_time=time.perf_counter() - t0)
         self._evaluate(model, loop, curriculum, wb)
         if self.task.is_solved(loop.last_eval["train"]):
@@ -362,59 +355,12 @@ class Trainer:
         result["fit"] = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
         return result
 
-    # --- record ------------------------------------------------------------------------
-    def _result(
-        self,
-        model: MemoryModel,
-        loop: _Loop,
-        status: str,
-        error: str | None = None,
-        diverged_at: dict[str, int] | None = None,
-    ) -> dict[str, Any]:
-        trainable, total = model.param_counts()
-        final = loop.last_eval
-        return {
-            "schema_version": R.SCHEMA_VERSION,
-            "status": status,
-            "task": self.config.task,
-            "model": self.config.model,
-            "seed": self.config.seed,
-            "group": self.config.group,
-            "final": final,
-            "sequences_seen": loop.seen,
-            "sequences_to_solve": loop.sequences_to_solve,
-            "solved": bool(final) and self.task.is_solved(final["train"]),
-            "stopped_early": loop.stopped_early,
-            "trainable_params": trainable,
-            "total_params": total,
-            "state_size": model.state_size(),
-            "wall_time_s": 0.0,
-            "train_time_s": round(loop.train_time, 3),
-            "throughput": round(loop.seen / loop.train_time, 2) if loop.train_time > 0 else 0.0,
-            "error": error,
-            "diverged_at": diverged_at,
-            "budget": model.budget_info,
-        }
+    def _result(self, model: MemoryModel, loop: _Loop, status: str, error: str | None = None,
+                diverged_at: dict[str, int] | None = None) -> dict[str, Any]:
+        return build_result(self.config, self.task, model, loop, status, error, diverged_at)
 
     def _write_config(self, model: MemoryModel) -> dict[str, Any]:
-        eval_hashes = {
-            label: self.task.eval_hash(length, self.config.eval_size, **overrides)
-            for label, (length, overrides) in self.task.eval_points().items()
-        }
-        data = {
-            "run": self.config.to_dict(),
-            "optim": self.config.optim(),
-            "task_params": self.task.params(),
-            "model_config": jsonable(vars(model.config)) if hasattr(model.config, "__dict__") else str(model.config),
-            "budget": model.budget_info,
-            "versions": versions(self.task.version),
-            "eval_hashes": eval_hashes,
-            "git_commit": git_commit(),
-            "device": str(self.device),
-            "device_name": device_name(self.device),
-            "threads": torch.get_num_threads(),
-            "ran_with": self.ran_with,
-        }
+        data = resolved_config(self.config, self.task, model, self.device, self.ran_with)
         R.write_json_atomic(self.dir / "config.json", data)
         return data
 
@@ -451,25 +397,6 @@ class Trainer:
         """Keep the rows the checkpoint knew of: the resumed run writes the later ones again."""
         rows = R.read_jsonl(self.metrics_path)[:keep]
         R.write_text_atomic(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
-def stored_config(folder: Path) -> RunConfig | None:
-    """The RunConfig recorded in ``folder/config.json``, or None when there is none."""
-    path = folder / "config.json"
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        return RunConfig.from_dict(data["run"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"{path}: not a valid memtasks run config ({exc}); re-run with --force to replace it") from None
-
-
-def config_differences(old: RunConfig, new: RunConfig) -> str:
-    """``field: old -> new`` for every identity field that differs."""
-    a, b = old.identity(), new.identity()
-    diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return "; ".join(diffs) or "no field differs"
 
 
 def _try_compile(model: torch.nn.Module) -> Any:

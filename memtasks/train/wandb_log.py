@@ -263,4 +263,11 @@ def _example_image(model: torch.nn.Module, task: Any, device: torch.device) -> A
     if task.loss == "bce":
         outputs = torch.sigmoid(outputs)
     fig = plot_example(batch, 0, outputs[0].float().cpu(), title=f"{task.name}: {model.registry_name}")
-    return wandb.Image(fig)
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)  # a pyplot-free Figure: render it here
+    buffer.seek(0)
+    return wandb.Image(Image.open(buffer))

@@ -60,6 +60,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         raise
 
 
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    """The trained model's ``state_dict`` alone (tensors on the CPU, no optimiser or RNG state):
+    what ``memtasks eval`` and ``memtasks inspect`` load. Written atomically like a checkpoint."""
+    save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
 def load_checkpoint(path: Path, device: torch.device, digest: str) -> dict[str, Any] | None:
     """The checkpoint at ``path`` if there is one, validated against the config ``digest``."""
     if not path.exists():

@@ -32,7 +32,7 @@ from memtasks.train import interrupt
 from memtasks.results import store as R
 from memtasks.results.schema import RunResult
 from memtasks.train.build import closed_form_data, make_model, make_optimizer, make_task, probe_contract
-from memtasks.train.checkpoint import RunBusy, RunError, RunLock, load_checkpoint, save_checkpoint
+from memtasks.train.checkpoint import RunBusy, RunError, RunLock, load_checkpoint, save_checkpoint, save_weights
 from memtasks.train.config import RunConfig
 from memtasks.train.curriculum import Curriculum
 from memtasks.train.evaluation import evaluate
@@ -44,7 +44,8 @@ __all__ = ["RunBusy", "RunError", "Trainer", "make_model", "make_optimizer", "ma
 log = logging.getLogger(__name__)
 
 Progress = Callable[[dict[str, Any]], None]
-RECORD_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl", "config.json")
+WEIGHTS_FILE = "weights.pt"
+RECORD_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl", "config.json", WEIGHTS_FILE)
 
 
 @dataclass
@@ -185,6 +186,8 @@ class Trainer:
         result["wall_time_s"] = round(time.monotonic() - started, 3)
         result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         result = RunResult.from_dict(result, self.result_path).to_dict()  # the schema checks the record at birth
+        if result["status"] != "failed":
+            save_weights(self.dir / WEIGHTS_FILE, model)  # before result.json, which marks the run finished
         R.write_json_atomic(self.result_path, result)
         wb.finish(result, model, self.task, self.device)
         return result

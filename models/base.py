@@ -29,6 +29,9 @@ OPTIONAL
       closed form (the echo state network's ridge readout) instead of by gradient steps;
     * ``count_params(d_in, d_out, config)``: a cheap trainable-parameter count, used by the
       budget search (the default builds the model on the meta device);
+    * ``optimizer_defaults``: the optimiser settings (``optimizer``, ``lr``, ``momentum``,
+      ``clip_value``) this family trains with where a run sets none, e.g. its paper's; what it
+      leaves out is the generic Adam 1e-3 without clipping (``memtasks.train.config``);
     * ``relative_cost``: rough training cost per step relative to an LSTM of the same size;
       the matrix starts expensive cells first so no core idles at the end.
 
@@ -61,6 +64,7 @@ class MemoryModel(nn.Module):
     task_hints: ClassVar[tuple[str, ...]] = ()
     closed_form: ClassVar[bool] = False
     relative_cost: ClassVar[float] = 1.0
+    optimizer_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, d_in: int, d_out: int, config: Any) -> None:
         super().__init__()

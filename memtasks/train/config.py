@@ -18,32 +18,21 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 CURRICULA = ("none", "uniform", "grow")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Optimiser defaults per model family, from the paper that trains it on these tasks, except
-# where our measurements found settings that reach the same solution in far fewer sequences at
-# batch 32 (the papers trained with batch 1); the paper's values are then given beside them and
-# the `paper` preset uses them. Families without such a paper use Adam 1e-3.
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Graves et al. 2014 (NTM): RMSProp, momentum 0.9, lr 1e-4, gradients clipped to [-10, 10],
-    # batch 1. At batch 32, Adam 3e-3 with the same clipping solved copy (lengths 1-20) in 16k
-    # sequences where RMSProp 1e-3 took 26k and RMSProp 3e-4 (batch 16) had not at 40k
-    # (docs/performance.md, "Time to solve").
-    "ntm": {"optimizer": "adam", "lr": 3e-3, "momentum": 0.0, "clip_value": 10.0},
-    # Graves et al. 2016 (DNC), Methods: RMSProp, momentum 0.9, lr 1e-4. At batch 32, lr 1e-3
-    # solved copy in 8k sequences (two seeds) against 40-52k at 1e-4 and 18k with Adam 3e-3.
-    "dnc": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.9, "clip_value": 10.0},
-    # Li et al. 2018 (IndRNN), adding problem: Adam, lr 2e-4.
-    "indrnn": {"optimizer": "adam", "lr": 2e-4, "momentum": 0.0, "clip_value": None},
-    # Dey & Salem 2017 trained the GRU variants with RMSProp; lr 1e-3.
-    "gru1": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.0, "clip_value": None},
-    "gru2": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.0, "clip_value": None},
-    "gru3": {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.0, "clip_value": None},
-}
+# What a run uses where neither it nor its model family (``MemoryModel.optimizer_defaults``,
+# declared beside each model, plugins included) sets an optimiser field.
 GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "clip_value": None}
 
 
 def family_defaults(model: str) -> dict[str, Any]:
     """The optimiser settings a run of ``model`` uses where the user set none."""
-    return dict(FAMILY_DEFAULTS.get(model, GENERIC_DEFAULTS))
+    from memtasks.models import MODELS
+
+    declared = dict(getattr(MODELS.get(model), "optimizer_defaults", {}) or {})
+    unknown = set(declared) - set(GENERIC_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"model {model!r} declares unknown optimizer_defaults {sorted(unknown)}; "
+                          f"allowed: {', '.join(GENERIC_DEFAULTS)}")
+    return {**GENERIC_DEFAULTS, **declared}
 
 
 def _freeze(value: Any) -> Any:
@@ -55,7 +44,7 @@ def _freeze(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run. Optimiser fields left as None take the family default (see ``FAMILY_DEFAULTS``)."""
+    """One run. Optimiser fields left as None take the family default (``family_defaults``)."""
 
     task: str
     model: str

@@ -107,8 +107,9 @@ class VariantGRULayer(nn.Module):
 
 
 class _GateVariantGRU(MemoryModel):
-    optimizer_defaults = {"optimizer": "rmsprop", "lr": 1e-3}  # Dey & Salem 2017 trained them with RMSProp
     """Shared plumbing of the three variants: stacked layers and a readout. State (B, num_layers, n)."""
+
+    optimizer_defaults = {"optimizer": "rmsprop", "lr": 1e-3}  # Dey & Salem 2017 trained them with RMSProp
 
     gate_hidden: ClassVar[bool]
     gate_bias: ClassVar[bool]

@@ -84,10 +84,10 @@ class IndRNNLayer(nn.Module):
 
 @register_model("indrnn", config=IndRNNConfig)
 class IndRNN(MemoryModel):
-    optimizer_defaults = {"optimizer": "adam", "lr": 2e-4}  # Li et al. 2018, adding problem
     """Stacked IndRNN layers with ReLU and a linear readout; state (B, num_layers, n)."""
 
     task_hints = ("t_max",)
+    optimizer_defaults = {"optimizer": "adam", "lr": 2e-4}  # Li et al. 2018, adding problem
 
     def __init__(self, d_in: int, d_out: int, config: IndRNNConfig) -> None:
         super().__init__(d_in, d_out, config)

@@ -50,7 +50,30 @@ class StateGrad(ctypes.Structure):
     _fields_ = [(n, c_void_p) for n in ("mem", "usage", "link", "prec", "ww", "wr")]
 
 
+class Sequence(ctypes.Structure):
+    """``dnc_sequence`` of ``kernel.c``: the step count, checkpoint interval and training flag, the
+    controller's weights (each also transposed) and the link matrices' buffers of one sequence."""
+
+    _fields_ = [(n, c_long) for n in ("T", "K", "train")] + [
+        (n, c_void_p)
+        for n in ("xp", "w_rh", "w_rh_t", "w_xi", "w_xi_t", "b_xi", "h0", "z", "link0", "ckpt", "link_last")
+    ]
+
+
+class SequenceGrad(ctypes.Structure):
+    """``dnc_sequence_grad`` of ``kernel.c``: dLoss/d of the outputs and final state (in; None is
+    zero), of the per-step gates and interface vectors and of the initial state (out)."""
+
+    _fields_ = (
+        [(n, c_void_p) for n in ("hs", "rs", "h", "c", "r")]
+        + [("last", StateGrad)]
+        + [(n, c_void_p) for n in ("gates", "xi", "h0", "c0", "r0")]
+        + [("first", StateGrad)]
+    )
+
+
 _BUF, _GRAD = POINTER(Buffers), POINTER(StateGrad)
+_SEQ, _SEQ_GRAD = POINTER(Sequence), POINTER(SequenceGrad)
 
 LIBRARY = KernelLibrary(
     "dnc_step",
@@ -58,13 +81,17 @@ LIBRARY = KernelLibrary(
     {
         "dnc_step_forward": (_BUF, c_long, c_long, c_long, c_long, c_void_p, c_void_p),
         "dnc_step_backward": (_BUF, c_long, c_void_p, _GRAD, c_void_p, c_void_p, _GRAD),
-        "dnc_lstm_forward": (_BUF, c_long, c_long, c_long, c_long, c_void_p),
-        "dnc_lstm_backward": (_BUF, c_long, c_void_p, c_void_p, c_void_p, c_void_p),
-        "dnc_link_update": (_BUF, c_long, c_void_p, c_void_p),
+        "dnc_sequence_forward": (_BUF, _SEQ),
+        "dnc_sequence_backward": (_BUF, _SEQ, _SEQ_GRAD),
     },
     model="dnc",
     queries={"dnc_saved_floats": (c_long, c_long)},
-    structs={"dnc_sizeof_buffers": Buffers, "dnc_sizeof_state_grad": StateGrad},
+    structs={
+        "dnc_sizeof_buffers": Buffers,
+        "dnc_sizeof_state_grad": StateGrad,
+        "dnc_sizeof_sequence": Sequence,
+        "dnc_sizeof_sequence_grad": SequenceGrad,
+    },
 )
 
 

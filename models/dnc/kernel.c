@@ -749,28 +749,196 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
                          grv, gxi, prev->mem, prev->usage, prev->link, prev->prec, prev->ww, prev->wr);
 }
 
-/* LSTM step t: gates (B x 4H) in; c from slot `prev` to slot `next`, activations at slot `step`, h_t at slot t */
-int dnc_lstm_forward(const dnc_buffers *s, long t, long step, long prev, long next, const float *gates) {
-    const long B = s->B, H = s->H;
-    lstm_forward(B, H, gates, SLOT(s->c, prev, B * H), SLOT(s->act, step, B * 4 * H), SLOT(s->c, next, B * H),
-                 SLOT(s->h, t, B * H));
-    return KERNEL_OK;
+/* --- the whole sequence, one batch element at a time ---
+ *
+ * Batch elements are independent until the weight gradients, so dnc_sequence_forward and
+ * dnc_sequence_backward run every step of one element (controller and memory) before the next
+ * element: that element's link matrix, its recomputed segment and its gradient (64 KB each at
+ * N = 128) and the controller weights stay in the core's own cache (L2) for the whole sequence,
+ * where the step-major loop streamed the batch's 2 MB of link matrices through the shared cache
+ * once a step each way. Per element and step the controller is
+ *   z_t = [r_{t-1}; h_{t-1}],  gates_t = (W_x x_t + b) + W_rh z_t,  (h_t, c_t) = LSTM(gates_t, c_{t-1}),
+ *   xi_t = W_xi h_t + b_xi,
+ * and the backward writes dLoss/dgates_t and dLoss/dxi_t per step; the weight gradients, sums over
+ * batch and time, are matmuls in sequence.py. Link matrices: the forward keeps L_t for t = cK
+ * (c >= 1, t < T) in ckpt and updates one element's L in place in between; the backward recomputes
+ * each segment L_{cK+1..cK+K-1} from its checkpoint, per element, just before it needs it. */
+
+/* what the sequence functions take beyond dnc_buffers (mirrored by cpu_kernel.Sequence) */
+typedef struct {
+    long T, K, train;     /* steps, checkpoint interval, 1 when a backward will follow */
+    const float *xp;      /* (T, B, 4H)     W_x x_t + b */
+    const float *w_rh;    /* (4H, RW + H)   W_rh */
+    const float *w_rh_t;  /* (RW + H, 4H)   W_rh transposed */
+    const float *w_xi;    /* (S, H)         W_xi */
+    const float *w_xi_t;  /* (H, S)         W_xi transposed */
+    const float *b_xi;    /* (S)            b_xi */
+    const float *h0;      /* (B, H)         h_0 */
+    float *z;             /* (TS, B, RW + H) controller inputs [r_{t-1}; h_{t-1}] */
+    const float *link0;   /* (B, N, N)      L_0 */
+    float *ckpt;          /* ((T - 1) / K, B, N, N) L_{cK}, c = 1 .. (T - 1) / K (training only) */
+    float *link_last;     /* (B, N, N)      L_T */
+} dnc_sequence;
+
+/* dLoss/d of the sequence's outputs and final state (in), of its initial state and of the per-step
+ * gates and interface vectors (out). NULL inputs are zero; first.link may be NULL (not wanted). */
+typedef struct {
+    const float *hs, *rs;      /* (T, B, H), (T, B, R, W): dLoss/dh_t, dLoss/dr_t from the outputs */
+    const float *h, *c, *r;    /* (B, H), (B, H), (B, R, W): dLoss/d h_T, c_T, r_T */
+    dnc_state_grad last;       /* dLoss/d (M_T, u_T, L_T, p_T, w^w_T, w^r_T); mem slot-minor (B, W, N) */
+    float *gates, *xi;         /* out: (T, B, 4H), (T, B, S) */
+    float *h0, *c0, *r0;       /* out: dLoss/d h_0, c_0, r_0 */
+    dnc_state_grad first;      /* out: dLoss/d the initial memory state */
+} dnc_sequence_grad;
+
+/* y = b + A^T x for A (n x m) row-major, as n axpys over contiguous rows of length m */
+static void axpy_rows(const float *A, const float *x, long n, long m, float *y) {
+    for (long k = 0; k < n; ++k) {
+        const float xk = x[k];
+        const float *Ak = A + k * m;
+        #pragma omp simd
+        for (long j = 0; j < m; ++j) y[j] += xk * Ak[j];
+    }
 }
 
-/* gradient of LSTM step t: gh = dLoss/dh_t, gc = dLoss/dc_t (or NULL); writes dLoss/dgates and dLoss/dc_{t-1} */
-int dnc_lstm_backward(const dnc_buffers *s, long t, const float *gh, const float *gc, float *ggates, float *gcp) {
-    const long B = s->B, H = s->H;
-    lstm_backward(B, H, SLOT(s->act, t, B * 4 * H), SLOT(s->c, t, B * H), SLOT(s->c, t + 1, B * H), gh, gc,
-                  ggates, gcp);
-    return KERNEL_OK;
+/* the slot of buffer `base` (per-slot size `size` per element) for step slot i and element b */
+#define AT(base, i, b, size) ((base) + ((i) * B + (b)) * (size))
+
+int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
+    const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H;
+    const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
+    float *cur = malloc(sizeof(float) * NN), *gates = malloc(sizeof(float) * G);
+    if (!cur || !gates) {
+        free(cur); free(gates);
+        return KERNEL_NO_MEMORY;
+    }
+    int status = KERNEL_OK;
+    for (long b = 0; b < B && status == KERNEL_OK; ++b) {
+        const float *Lprev = q->link0 + b * NN;
+        for (long t = 0; t < T; ++t) {
+            const long k = q->train ? t : 0, a = q->train ? t : t % 2, nx = q->train ? t + 1 : (t + 1) % 2;
+            float *zt = AT(q->z, k, b, Z), *ht = AT(s->h, t, b, H), *xit = AT(s->xi, k, b, S);
+            memcpy(zt, AT(s->reads, t, b, RW), sizeof(float) * RW);
+            memcpy(zt + RW, t ? AT(s->h, t - 1, b, H) : q->h0 + b * H, sizeof(float) * H);
+            memcpy(gates, AT(q->xp, t, b, G), sizeof(float) * G);
+            axpy_rows(q->w_rh_t, zt, Z, G, gates);
+            lstm_forward(1, H, gates, AT(s->c, a, b, H), AT(s->act, k, b, G), AT(s->c, nx, b, H), ht);
+            memcpy(xit, q->b_xi, sizeof(float) * S);
+            axpy_rows(q->w_xi_t, ht, H, S, xit);
+            float *Lout = cur;
+            if (t == T - 1) Lout = q->link_last + b * NN;
+            else if (q->train && (t + 1) % K == 0) Lout = q->ckpt + (((t + 1) / K - 1) * B + b) * NN;
+            status = step_forward(1, N, W, R, xit, AT(s->mem, a, b, W * N), AT(s->usage, a, b, N), Lprev,
+                                  AT(s->prec, a, b, N), AT(s->ww, a, b, N), AT(s->wr, a, b, R * N),
+                                  AT(s->mem, nx, b, W * N), AT(s->usage, nx, b, N), Lout, AT(s->prec, nx, b, N),
+                                  AT(s->ww, nx, b, N), AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW),
+                                  AT(s->sv, k, b, SV), s->order + (k * B + b) * N);
+            if (status != KERNEL_OK) break;
+            Lprev = Lout;
+        }
+    }
+    free(cur); free(gates);
+    return status;
 }
 
-/* L_t from L_{t-1} (L) with w^w_t (ww slot t) and p_{t-1} (prec slot t - 1), into out */
-int dnc_link_update(const dnc_buffers *s, long t, const float *L, float *out) {
-    const long B = s->B, N = s->N;
-    link_update(B, N, L, SLOT(s->ww, t, B * N), SLOT(s->prec, t - 1, B * N), out);
-    return KERNEL_OK;
+/* one element's gradient of a memory state: the NULL-or-slice view of a batch-major dnc_state_grad */
+static dnc_state_grad state_grad_at(const dnc_state_grad *g, long b, long N, long W, long R) {
+    dnc_state_grad e;
+    e.mem = g->mem ? g->mem + b * W * N : 0;
+    e.usage = g->usage ? g->usage + b * N : 0;
+    e.link = g->link ? g->link + b * N * N : 0;
+    e.prec = g->prec ? g->prec + b * N : 0;
+    e.ww = g->ww ? g->ww + b * N : 0;
+    e.wr = g->wr ? g->wr + b * R * N : 0;
+    return e;
 }
+
+int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc_sequence_grad *g) {
+    const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H;
+    const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
+    const long MS = W * N + 3 * N + R * N; /* one element's memory-state gradient, less the link */
+    float *seg = malloc(sizeof(float) * (K > 1 ? K - 1 : 1) * NN); /* L_{cK+1 .. cK+K-1} */
+    float *gLscratch = malloc(sizeof(float) * NN);                 /* dLoss/dL when first.link is NULL */
+    float *ms = malloc(sizeof(float) * 2 * MS);                    /* two memory-state gradients */
+    float *vec = malloc(sizeof(float) * (4 * H + RW + Z));         /* gh, gc (two), gread, gz */
+    if (!seg || !gLscratch || !ms || !vec) {
+        free(seg); free(gLscratch); free(ms); free(vec);
+        return KERNEL_NO_MEMORY;
+    }
+    float *gh = vec, *gc2[2] = {vec + H, vec + 2 * H}, *ght = vec + 3 * H, *gread = vec + 4 * H, *gz = gread + RW;
+    dnc_state_grad sets[2];
+    for (int i = 0; i < 2; ++i) {
+        float *base = ms + i * MS;
+        sets[i].mem = base; sets[i].usage = base + W * N; sets[i].prec = sets[i].usage + N;
+        sets[i].ww = sets[i].prec + N; sets[i].wr = sets[i].ww + N; sets[i].link = 0;
+    }
+    int status = KERNEL_OK;
+    for (long b = 0; b < B && status == KERNEL_OK; ++b) {
+        const dnc_state_grad last = state_grad_at(&g->last, b, N, W, R);
+        const dnc_state_grad first = state_grad_at(&g->first, b, N, W, R);
+        float *gL = first.link ? first.link : gLscratch; /* dLoss/dL, updated in place backwards in time */
+        if (last.link) memcpy(gL, last.link, sizeof(float) * NN);
+        int has_gL = last.link != 0;
+        dnc_state_grad next = last; /* dLoss/d state t + 1 */
+        int which = 0;
+        if (g->h) memcpy(gh, g->h + b * H, sizeof(float) * H);
+        else memset(gh, 0, sizeof(float) * H);
+        const float *gc = g->c ? g->c + b * H : 0;
+        const float *gr = g->r ? g->r + b * RW : 0; /* dLoss/dr_{t+1} from later steps */
+        for (long t = T - 1; t >= 0; --t) {
+            /* L_t: a checkpoint, or recomputed with the rest of its segment on entering it */
+            const long c0 = t - t % K, top = (c0 + K - 1 < T - 1) ? c0 + K - 1 : T - 1;
+            const float *base = c0 == 0 ? q->link0 + b * NN : q->ckpt + ((c0 / K - 1) * B + b) * NN;
+            if (t == top)
+                for (long j = c0 + 1; j <= top; ++j)
+                    link_update(1, N, j == c0 + 1 ? base : seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
+                                AT(s->prec, j - 1, b, N), seg + (j - c0 - 1) * NN);
+            const float *Lt = t == c0 ? base : seg + (t - c0 - 1) * NN;
+            const float *grv = 0;
+            if (gr || g->rs) {
+                for (long i = 0; i < RW; ++i)
+                    gread[i] = (gr ? gr[i] : 0.0f) + (g->rs ? AT(g->rs, t, b, RW)[i] : 0.0f);
+                grv = gread;
+            }
+            dnc_state_grad prev = t == 0 ? first : sets[which];
+            float *gLp = (t > 0 || first.link) ? gL : 0;
+            float *gxi = AT(g->xi, t, b, S);
+            status = step_backward(1, N, W, R, AT(s->xi, t, b, S), AT(s->mem, t, b, W * N), AT(s->usage, t, b, N),
+                                   Lt, AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N),
+                                   AT(s->mem, t + 1, b, W * N), AT(s->ww, t + 1, b, N), AT(s->wr, t + 1, b, R * N),
+                                   AT(s->sv, t, b, SV), s->order + (t * B + b) * N, next.mem, next.usage,
+                                   has_gL ? gL : 0, next.prec, next.ww, next.wr, grv, gxi, prev.mem, prev.usage,
+                                   gLp, prev.prec, prev.ww, prev.wr);
+            if (status != KERNEL_OK) break;
+            has_gL = 1;
+            next = prev;
+            which ^= 1;
+            /* controller: dh_t = (from z_{t+1}) + (from the outputs) + W_xi^T dxi_t */
+            for (long i = 0; i < H; ++i) ght[i] = gh[i] + (g->hs ? AT(g->hs, t, b, H)[i] : 0.0f);
+            axpy_rows(q->w_xi, gxi, S, H, ght);
+            float *ggates = AT(g->gates, t, b, G), *gcp = t == 0 ? g->c0 + b * H : gc2[t % 2];
+            lstm_backward(1, H, AT(s->act, t, b, G), AT(s->c, t, b, H), AT(s->c, t + 1, b, H), ght, gc, ggates, gcp);
+            gc = gcp;
+            /* dz_t = W_rh^T dgates_t = [dr_t; dh_{t-1}] */
+            memset(gz, 0, sizeof(float) * Z);
+            axpy_rows(q->w_rh, ggates, G, Z, gz);
+            memcpy(gh, gz + RW, sizeof(float) * H);
+            gr = gz; /* read before gz is overwritten, at step t - 1 */
+        }
+        if (status == KERNEL_OK) {
+            memcpy(g->h0 + b * H, gh, sizeof(float) * H);
+            memcpy(g->r0 + b * RW, gz, sizeof(float) * RW);
+        }
+    }
+    free(seg); free(gLscratch); free(ms); free(vec);
+    return status;
+}
+
+#undef AT
+
+/* sizeof(dnc_sequence), sizeof(dnc_sequence_grad): checked against their ctypes mirrors when loaded */
+long dnc_sizeof_sequence(void) { return (long)sizeof(dnc_sequence); }
+long dnc_sizeof_sequence_grad(void) { return (long)sizeof(dnc_sequence_grad); }
 
 /* sizeof(dnc_buffers), sizeof(dnc_state_grad): checked against their ctypes mirrors when loaded */
 long dnc_sizeof_buffers(void) { return (long)sizeof(dnc_buffers); }

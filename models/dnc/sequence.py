@@ -2,34 +2,41 @@
 
 Autograd would record ~25 nodes per time step for the controller and the memory; at batch 32
 their bookkeeping costs more than their arithmetic. :class:`KernelSequence` instead runs the
-forward loop without autograd, keeping what the backward needs in time-major buffers, and runs
-backpropagation through time by hand:
+forward without autograd, keeping what the backward needs in time-major buffers, and runs
+backpropagation through time by hand, both in one C call each (``kernel.c``), one batch element
+at a time through every step:
 
-forward, per step t
+forward, per element, per step t
     z_t = [r_{t−1}; h_{t−1}]                 (kept for the weight gradient)
-    gates_t = (W_x x_t + b) + W_rh z_t        one ``addmm``; W_x x_t + b comes in precomputed
-    h_t, c_t = LSTM(gates_t, c_{t−1})         C kernel ``dnc_lstm_forward``
-    ξ_t = W_ξ h_t + b_ξ                        one ``addmm``
-    memory step                               C kernel ``dnc_step_forward``
-backward, per step t = T−1 … 0
-    ∂ξ_t, ∂(memory state)_{t−1}               C kernel ``dnc_step_backward``
-    ∂h_t = ∂h (from z_{t+1}) + ∂y-side + ∂ξ_t W_ξ
-    ∂gates_t, ∂c_{t−1}                        C kernel ``dnc_lstm_backward``
-    ∂z_t = ∂gates_t W_rh  →  ∂r_{t−1}, ∂h_{t−1}
-then the weight gradients in three matmuls over all steps at once:
+    gates_t = (W_x x_t + b) + W_rh z_t        W_x x_t + b comes in precomputed (one matmul)
+    h_t, c_t = LSTM(gates_t, c_{t−1})
+    ξ_t = W_ξ h_t + b_ξ
+    memory step
+backward, per element, per step t = T−1 … 0
+    ∂ξ_t, ∂(memory state)_{t−1}               the exact gradient of the memory step
+    ∂h_t = ∂h (from z_{t+1}) + ∂y-side + W_ξᵀ ∂ξ_t
+    ∂gates_t, ∂c_{t−1}                        the LSTM cell's gradient
+    ∂z_t = W_rhᵀ ∂gates_t  →  ∂r_{t−1}, ∂h_{t−1}
+then the weight gradients in three matmuls over all elements and steps at once:
     ∂W_rh = Σ_t ∂gates_tᵀ z_t,   ∂W_ξ = Σ_t ∂ξ_tᵀ h_t,   ∂b_ξ = Σ_t ∂ξ_t,   ∂(W_x x_t + b) = ∂gates_t.
 
-Link matrices: the forward keeps only every ``CHECKPOINT``-th L_t (and the last); the others live
-in two scratch buffers, and the backward recomputes each segment from its checkpoint
-(``dnc_link_update``) just before it needs it. That stores a quarter of the 2 MB-per-step
-matrices (at T = 241, the longest copy evaluation, 120 MB instead of 480 MB) for one extra
-cache-resident pass per step.
+Why per element: the batch elements are independent until those sums, and the step is bound by
+where its link matrices live. Step by step over the batch, the batch's 2 MB of link matrices went
+through the shared cache (or DRAM) once a step each way; element by element, one element's link
+matrix, its gradient and its recomputed segment (64 KB each at N = 128) and the controller's
+weights stay in the core's own cache for the whole sequence.
+
+Link matrices: the forward keeps only every ``CHECKPOINT``-th L_t (and the last) and updates one
+element's L in place in between; the backward recomputes each segment from its checkpoint, per
+element, just before it needs it. That stores a quarter of the 64 KB-per-element-step matrices
+for one extra in-cache pass per step.
 
 The equations are those of ``model.py`` / ``memory.py``; ``tests/test_dnc.py`` checks outputs and
-all gradients against the autograd implementation. Buffers are time-major; the memory is kept
-slot-minor, ``(B, W, N)``, inside (the kernel's loops over slots are then contiguous). The
-kernels see them through one :class:`cpu_kernel.Buffers`, made once per forward, and take slot
-numbers into them; gradients, made in the backward, are passed per call.
+all gradients against a float64 reference loop and the autograd implementation. Buffers are
+time-major; the memory is kept slot-minor, ``(B, W, N)``, inside (the kernel's loops over slots
+are then contiguous). The kernels see them through one :class:`cpu_kernel.Buffers` and one
+:class:`cpu_kernel.Sequence`, made once per forward; gradients, made in the backward, through one
+:class:`cpu_kernel.SequenceGrad`.
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ import torch
 
 from memtasks.models.dnc import cpu_kernel
 
-CHECKPOINT = 4  # keep every 4th link matrix: a segment of 4 (8 MB at B = 32, N = 128) stays in cache
+CHECKPOINT = 4  # keep every 4th link matrix: one element's segment of 4 (256 KB at N = 128) stays in L2
 
 
 class KernelSequence(torch.autograd.Function):
@@ -91,51 +98,45 @@ class KernelSequence(torch.autograd.Function):
         w_reads = new(TT, B, R, N)
         hs = new(T, B, H)  # outputs: every step
         reads = new(T + 1, B, R, W)
-        # L_t: every CHECKPOINT-th one (and the last) is kept; the others are updated in place in one
-        # scratch buffer that stays in cache, and the backward recomputes them segment by segment from
-        # the kept ones
-        links: list[torch.Tensor | None] = [link0.contiguous()] + [None] * T
-        scratch = torch.empty_like(links[0]) if T > 1 else None
         cs[0] = c0
         mems[0] = memory0.transpose(1, 2)
         usages[0], precs[0], w_writes[0], w_reads[0], reads[0] = usage0, precedence0, w_write0, w_read0, reads0
+        # L_t for t = CHECKPOINT, 2 CHECKPOINT, ... < T (the backward recomputes the others), and L_T
+        link0 = link0.contiguous()
+        checkpoints = new(max((T - 1) // CHECKPOINT, 1) if train else 1, B, N, N)
+        link_last = torch.empty_like(link0)
+        weights = (w_rh.contiguous(), w_rh.t().contiguous(), w_xi.contiguous(), w_xi.t().contiguous())
+        b_xi, h0 = b_xi.contiguous(), h0.contiguous()
 
         buf = cpu_kernel.Buffers(
             B=B, N=N, W=W, R=R, H=H, xi=xis.data_ptr(), sv=saved.data_ptr(), order=orders.data_ptr(),
             act=acts.data_ptr(), c=cs.data_ptr(), h=hs.data_ptr(), mem=mems.data_ptr(), usage=usages.data_ptr(),
             prec=precs.data_ptr(), ww=w_writes.data_ptr(), wr=w_reads.data_ptr(), reads=reads.data_ptr(),
         )  # fmt: skip
-        step_fwd, lstm_fwd = lib.dnc_step_forward, lib.dnc_lstm_forward
-        w_rh_t, w_xi_t = w_rh.t(), w_xi.t()
-        h_prev = h0
-        for t in range(T):
-            k, a, b = (t, t, t + 1) if train else (0, t % 2, (t + 1) % 2)  # per-step slot, state slots t and t+1
-            z[k, :, :RW] = reads[t].view(B, RW)
-            z[k, :, RW:] = h_prev
-            gates = torch.addmm(xp[t], z[k], w_rh_t)
-            lstm_fwd(buf, t, k, a, b, gates.data_ptr())
-            torch.addmm(b_xi, hs[t], w_xi_t, out=xis[k])
-            keep = (train and (t + 1) % CHECKPOINT == 0) or t + 1 == T
-            links[t + 1] = torch.empty_like(links[0]) if keep else scratch  # in place when links[t] is too
-            step_fwd(buf, t, k, a, b, links[t].data_ptr(), links[t + 1].data_ptr())
-            h_prev = hs[t]
-            if (t + 1) % CHECKPOINT != 1 and t > 0:
-                links[t] = None  # a scratch buffer: recomputed in the backward
+        seq = cpu_kernel.Sequence(
+            T=T, K=CHECKPOINT, train=int(train), xp=xp.data_ptr(), w_rh=weights[0].data_ptr(),
+            w_rh_t=weights[1].data_ptr(), w_xi=weights[2].data_ptr(), w_xi_t=weights[3].data_ptr(),
+            b_xi=b_xi.data_ptr(), h0=h0.data_ptr(), z=z.data_ptr(), link0=link0.data_ptr(),
+            ckpt=checkpoints.data_ptr(), link_last=link_last.data_ptr(),
+        )  # fmt: skip
+        lib.dnc_sequence_forward(buf, seq)
 
-        ctx.lib, ctx.buf = lib, buf  # buf points into ctx.buffers, hs and links, all kept below
+        # buf and seq point into ctx.buffers, hs and link0, all kept below; seq's xp, b_xi and h0 and its
+        # link_last are not read by the backward
+        ctx.lib, ctx.buf, ctx.seq = lib, buf, seq
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)
         # L_T is an output and the backward never reads it: holding it here would make a reference cycle
         # (output -> grad_fn -> ctx -> output) that keeps every buffer alive until the garbage collector runs
-        ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, links[1:T])
-        ctx.save_for_backward(w_rh, w_xi, links[0], hs)  # inputs and outputs: autograd checks their versions
+        ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, checkpoints, weights)
+        ctx.save_for_backward(w_rh, w_xi, link0, hs)  # inputs and outputs: autograd checks their versions
         last = T if train else T % 2
         final = (
             hs[T - 1].clone(),
             cs[last].clone(),
             mems[last].transpose(1, 2).clone(),
             usages[last].clone(),
-            links[T],
+            link_last,
             precs[last].clone(),
             w_writes[last].clone(),
             w_reads[last].clone(),
@@ -145,86 +146,49 @@ class KernelSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_hs: Any, g_rs: Any, *g_final: Any) -> Any:  # type: ignore[override]
-        lib = ctx.lib
         B, T, H, N, W, R, S = ctx.dims
-        RW = R * W
-        z, kept = ctx.buffers[0], ctx.buffers[-1]  # the others are read through ctx.buf
-        w_rh, w_xi, link0, hs = ctx.saved_tensors
-        links = [link0, *kept, None]  # a copy: the backward may run again (retain_graph)
+        z = ctx.buffers[0]
+        _, _, _, hs = ctx.saved_tensors  # unpacked for autograd's version check
         new = hs.new_empty
         g_h, g_c, g_mem, g_use, g_link, g_prec, g_ww, g_wr, g_r = (
             None if g is None else g.contiguous() for g in g_final
         )
         if g_mem is not None:
             g_mem = g_mem.transpose(1, 2).contiguous()  # slot-minor, as the kernel keeps it
-        if g_h is None:
-            g_h = hs.new_zeros(B, H)
-        g_xis = new(T, B, S)
-        g_gates = new(T, B, 4 * H)
-        need_link0 = ctx.needs_input_grad[9]
-        buf, step_bwd, lstm_bwd = ctx.buf, lib.dnc_step_backward, lib.dnc_lstm_backward
-        ptr, grad = _ptr, cpu_kernel.StateGrad
-        segment: list[torch.Tensor] = []
-        g_link_buffer: torch.Tensor | None = None
-        for t in reversed(range(T)):
-            if links[t] is None:  # recompute this segment's L's from its checkpoint
-                start = t - t % CHECKPOINT
-                while len(segment) < t - start:
-                    segment.append(torch.empty_like(links[start]))
-                for k in range(start + 1, t + 1):
-                    src = links[start] if k == start + 1 else segment[k - start - 2]
-                    lib.dnc_link_update(buf, k, src.data_ptr(), segment[k - start - 1].data_ptr())
-                    links[k] = segment[k - start - 1]
-            g_read = g_r
-            if g_rs is not None:
-                g_read = g_rs[t] if g_read is None else g_read + g_rs[t]
-            if g_read is not None:
-                g_read = g_read.contiguous()
-            g_mem_p, g_use_p, g_prec_p, g_ww_p = new(B, W, N), new(B, N), new(B, N), new(B, N)
-            g_wr_p = new(B, R, N)
-            if t > 0 or need_link0:  # ∂L_{t-1}, in place over ∂L_t after the first step (never over g_final's)
-                if g_link_buffer is None:
-                    g_link_buffer = new(B, N, N)
-                g_link_p = g_link_buffer
-            else:
-                g_link_p = None
-            step_bwd(
-                buf, t, links[t].data_ptr(),
-                grad(ptr(g_mem), ptr(g_use), ptr(g_link), ptr(g_prec), ptr(g_ww), ptr(g_wr)),
-                ptr(g_read), g_xis[t].data_ptr(),
-                grad(ptr(g_mem_p), ptr(g_use_p), ptr(g_link_p), ptr(g_prec_p), ptr(g_ww_p), ptr(g_wr_p)),
-            )  # fmt: skip
-            links[t + 1] = None
-            g_mem, g_use, g_link, g_prec, g_ww, g_wr = g_mem_p, g_use_p, g_link_p, g_prec_p, g_ww_p, g_wr_p
-            gh_t = g_h if g_hs is None else g_h + g_hs[t]
-            gh_t = torch.addmm(gh_t, g_xis[t], w_xi)  # + ∂ξ_t W_ξ
-            g_c_p = new(B, H)
-            lstm_bwd(buf, t, gh_t.data_ptr(), ptr(g_c), g_gates[t].data_ptr(), g_c_p.data_ptr())
-            g_c = g_c_p
-            g_z = torch.mm(g_gates[t], w_rh)  # (B, RW + H)
-            g_r = g_z[:, :RW].reshape(B, R, W)
-            g_h = g_z[:, RW:]
+        g_hs = None if g_hs is None else g_hs.contiguous()
+        g_rs = None if g_rs is None else g_rs.contiguous()
+        g_xis, g_gates = new(T, B, S), new(T, B, 4 * H)
+        g_h0, g_c0, g_r0 = new(B, H), new(B, H), new(B, R, W)
+        g_mem0, g_use0, g_prec0, g_ww0, g_wr0 = new(B, W, N), new(B, N), new(B, N), new(B, N), new(B, R, N)
+        g_link0 = new(B, N, N) if ctx.needs_input_grad[9] else None
+        grad, ptr = cpu_kernel.StateGrad, _ptr
+        grads = cpu_kernel.SequenceGrad(
+            hs=ptr(g_hs), rs=ptr(g_rs), h=ptr(g_h), c=ptr(g_c), r=ptr(g_r),
+            last=grad(ptr(g_mem), ptr(g_use), ptr(g_link), ptr(g_prec), ptr(g_ww), ptr(g_wr)),
+            gates=ptr(g_gates), xi=ptr(g_xis), h0=ptr(g_h0), c0=ptr(g_c0), r0=ptr(g_r0),
+            first=grad(ptr(g_mem0), ptr(g_use0), ptr(g_link0), ptr(g_prec0), ptr(g_ww0), ptr(g_wr0)),
+        )  # fmt: skip
+        ctx.lib.dnc_sequence_backward(ctx.buf, ctx.seq, grads)
         flat_gates = g_gates.view(T * B, 4 * H)
         flat_xis = g_xis.view(T * B, S)
-        g_w_rh = flat_gates.t().mm(z.view(T * B, RW + H))
+        g_w_rh = flat_gates.t().mm(z.view(T * B, -1))
         g_w_xi = flat_xis.t().mm(hs.view(T * B, H))
         g_b_xi = flat_xis.sum(0)
-        g_mem0 = None if g_mem is None else g_mem.transpose(1, 2)
         return (
             None,
             g_gates.transpose(0, 1),
             g_w_rh,
             g_w_xi,
             g_b_xi,
-            g_h,
-            g_c,
-            g_mem0,
-            g_use,
-            g_link,
-            g_prec,
-            g_ww,
-            g_wr,
-            g_r,
+            g_h0,
+            g_c0,
+            g_mem0.transpose(1, 2),
+            g_use0,
+            g_link0,
+            g_prec0,
+            g_ww0,
+            g_wr0,
+            g_r0,
         )
 
 

@@ -34,6 +34,12 @@ OPTIONAL
       leaves out is the generic Adam 1e-3 without clipping (``memtasks.train.config``);
     * ``relative_cost``: rough training cost per step relative to an LSTM of the same size;
       the matrix starts expensive cells first so no core idles at the end.
+    * ``trace(x, state=None) -> (y, state, arrays)``: ``forward``'s ``y`` and state, unchanged,
+      and ``arrays``, a dict of named tensors ``(B, T, ...)`` saying what the memory did at every
+      step (an NTM's read and write weightings, a DNC's usage, an LSTM's cell state), in the order
+      ``memtasks inspect`` draws them, one panel per name (per index of a third axis: heads,
+      layers). The default returns no arrays, so a model without its own ``trace`` is drawn as
+      inputs, targets and outputs only.
 
 Every model reports ``param_counts() -> (trainable, total)`` and ``state_size()``, the number
 of floats of recurrent state per sequence.
@@ -89,6 +95,12 @@ class MemoryModel(nn.Module):
         config (e.g. ``{"cpu_kernel": False}`` when the C kernels could not be built); the
         trainer records it in config.json as ``ran_with``."""
         return {}
+
+    def trace(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
+        """OPTIONAL: ``forward(x, state)`` and named arrays ``(B, T, ...)`` of what the memory did
+        (see the module docstring); this default has none."""
+        y, state = self(x, state)
+        return y, state, {}
 
     def param_counts(self) -> tuple[int, int]:
         """(trainable, total) parameter counts; buffers such as a frozen reservoir count as total."""

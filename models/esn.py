@@ -168,6 +168,17 @@ class ESN(MemoryModel):
         y = F.linear(states, w[:, self.d_in :], b) + F.linear(x.float(), w[:, : self.d_in])
         return y, last
 
+    def trace(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``forward``, and what the network did (OPTIONAL in the contract): ``reservoir``, the
+        states x(n) ``(B, T, N)``, and ``readout``, the readout's output W_out [1; u(n); x(n)]
+        ``(B, T, d_out)`` (logits for bce tasks). ``y`` and the final state are ``forward``'s own."""
+        y, final = self(x, state)
+        with torch.no_grad():
+            states, _ = self.reservoir_states(x, state)
+        return y, final, {"reservoir": states, "readout": y.detach()}
+
     @torch.no_grad()
     def extended_states(
         self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor

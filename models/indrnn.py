@@ -118,6 +118,22 @@ class IndRNN(MemoryModel):
             finals.append(h)
         return self.readout(seq.transpose(0, 1)), torch.stack(finals, dim=1)
 
+    def trace(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``forward``, and ``hidden``: h_t of every layer after every step, ``(B, T, num_layers, n)``
+        (OPTIONAL in the contract). ``y`` and the final state are ``forward``'s own; the layers are
+        run again, with the same operations, to keep their outputs."""
+        y, final = self(x, state)
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device).to(x.dtype)
+        seq, outs = x.transpose(0, 1), []  # (T, B, d_in)
+        with torch.no_grad():
+            for i, layer in enumerate(self.layers):
+                seq, _ = layer(seq, state[:, i])
+                outs.append(seq)  # (T, B, n)
+        return y, final, {"hidden": torch.stack(outs, dim=2).transpose(0, 1)}
+
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Clip every recurrent weight to |u| ≤ ``u_max`` (2^(1/t_max) by default)."""

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from memtasks.core.config import check_choice, check_int
-from memtasks.models.base import MemoryModel, register_model, stacked_zeros
+from memtasks.models.base import MemoryModel, State, register_model, stacked_zeros
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,29 @@ class _Fused(MemoryModel):
         h, h_n = self.core(x, state.transpose(0, 1).contiguous())  # core state is layer first
         return self.readout(h), h_n.transpose(0, 1)
 
+    def trace(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
+        """``forward``, and the state over time (OPTIONAL in the contract): ``hidden`` h_t of every
+        layer ``(B, T, num_layers, hidden_size)`` and, for the LSTM, ``cell`` c_t of the same shape.
+
+        ``y`` and the final state are ``forward``'s own; the arrays come from the same fused core
+        run one step at a time (equal to the fused run to rounding)."""
+        y, final = self(x, state)
+        carry = self._core_state(self.initial_state(x.shape[0], x.device) if state is None else state)
+        names = ("hidden", "cell") if isinstance(carry, tuple) else ("hidden",)
+        steps: list[tuple[torch.Tensor, ...]] = []
+        with torch.no_grad():
+            for t in range(x.shape[1]):
+                _, carry = self.core(x[:, t : t + 1], carry)
+                steps.append(tuple(p.transpose(0, 1) for p in (carry if isinstance(carry, tuple) else (carry,))))
+        empty = x.new_zeros(x.shape[0], 0, self.config.num_layers, self.config.hidden_size)
+        return y, final, {  # each (B, T, num_layers, hidden_size)
+            name: torch.stack([step[i] for step in steps], dim=1) if steps else empty for i, name in enumerate(names)
+        }
+
+    def _core_state(self, state: State) -> State:
+        """The state as the fused core takes it: layer first."""
+        return state.transpose(0, 1).contiguous()  # type: ignore[union-attr]
+
 
 @register_model("rnn", config=RNNConfig)
 class ElmanRNN(_Fused):
@@ -125,3 +148,6 @@ class LSTM(_Fused):
         hc = (state.h.transpose(0, 1).contiguous(), state.c.transpose(0, 1).contiguous())
         out, (h_n, c_n) = self.core(x, hc)
         return self.readout(out), LSTMState(h_n.transpose(0, 1), c_n.transpose(0, 1))
+
+    def _core_state(self, state: State) -> State:
+        return tuple(part.transpose(0, 1).contiguous() for part in state)  # type: ignore[union-attr]

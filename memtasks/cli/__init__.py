@@ -22,6 +22,7 @@ from typing import Sequence
 
 from memtasks import __version__
 from memtasks.cli import bench as _bench
+from memtasks.cli import inspect as _inspect
 from memtasks.cli import matrix as _matrix
 from memtasks.cli import results as _results
 from memtasks.cli import tasks as _tasks
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"memtasks {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = Common()
-    for module in (_tasks, _train, _matrix, _results, _bench):
+    for module in (_tasks, _train, _matrix, _results, _bench, _inspect):
         module.add_commands(sub, common)
     return p
 

@@ -20,7 +20,8 @@ What a W&B user finds in a run:
 - **at the end**: the summary (status, sequences seen and to solve, sizes, wall time,
   throughput, ``final/<label>/<metric>``), the table ``eval/by_length`` (one row per evaluation
   point with its length), one chart ``curves/<metric>`` per metric with a line per evaluation
-  point (the learning curves, from ``metrics.jsonl``), and an output-vs-target picture.
+  point (the learning curves, from ``metrics.jsonl``), and ``example``: the figure of
+  ``memtasks inspect`` (inputs, targets, outputs and what the memory did) for one sequence.
 
 Online mode is bounded. W&B gets ``ONLINE_TIMEOUT_S`` seconds (its ``init_timeout``) to reach
 the server; the SDK adds at most a 10 s grace if its service does not answer, so the attempt
@@ -252,22 +253,19 @@ def _curves(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _example_image(model: torch.nn.Module, task: Any, device: torch.device) -> Any:
-    import wandb
-
-    from memtasks.viz import plot_example
-
-    batch = task.eval_batch(None, size=8, seed=1, device=device)
-    with torch.no_grad():
-        model.eval()
-        outputs, _ = model(batch.inputs[:1])
-    if task.loss == "bce":
-        outputs = torch.sigmoid(outputs)
-    fig = plot_example(batch, 0, outputs[0].float().cpu(), title=f"{task.name}: {model.registry_name}")
+    """The figure of ``memtasks inspect`` for the first sequence of a fixed evaluation batch at
+    the training lengths: inputs, targets, outputs and what the model's memory did (its
+    ``trace``), rendered to PNG here (the Figure is pyplot-free)."""
     import io
 
+    import wandb
     from PIL import Image
 
+    from memtasks.inspect import inspect_figure
+
+    batch = task.eval_batch(None, size=8, seed=1, device=device)
+    fig = inspect_figure(model, task, batch, 0, title=f"{task.name}: {model.registry_name}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)  # a pyplot-free Figure: render it here
+    fig.savefig(buffer, format="png", dpi=100)
     buffer.seek(0)
     return wandb.Image(Image.open(buffer))

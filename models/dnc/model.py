@@ -169,3 +169,70 @@ class DNC(MemoryModel):
             rs.append(reads.flatten(1))
         y = self.readout(torch.cat([torch.stack(hs, 1), torch.stack(rs, 1)], dim=-1))  # (B, T, d_out)
         return y, DNCState(h, c, memory, usage, link, precedence, w_write, w_read, reads)
+
+    def trace(self, x: torch.Tensor, state: DNCState | None = None) -> tuple[torch.Tensor, DNCState, dict[str, torch.Tensor]]:
+        """``forward``, and what the memory did at every step (OPTIONAL in the contract; drawn by
+        ``memtasks inspect``). Every array is ``(B, T, ...)``:
+
+        * ``write_weighting`` ``(B, T, N)``: w^w_t = g^w_t [g^a_t a_t + (1 − g^a_t) c^w_t], non-negative, sum ≤ 1;
+        * ``read_weightings`` ``(B, T, R, N)``: w^r_t, non-negative, sum ≤ 1;
+        * ``usage`` ``(B, T, N)``: u_t in [0, 1];
+        * ``allocation`` ``(B, T, N)``: the allocation weighting a_t, non-negative, sum ≤ 1;
+        * ``read_modes`` ``(B, T, R, 3)``: π_t, each head's mix of (backward, content, forward), a distribution.
+
+        ``y`` and the final state are ``forward``'s own, on whichever path it takes. The C kernels
+        keep none of these, so the arrays always come from the PyTorch operators of ``memory.py``
+        (:meth:`trace_torch`): the same equations, equal to the kernels' to float32 rounding.
+        """
+        y, final = self(x, state)
+        with torch.no_grad():
+            _, _, arrays = self.trace_torch(x, state)
+        return y, final, arrays
+
+    def trace_torch(
+        self, x: torch.Tensor, state: DNCState | None = None
+    ) -> tuple[torch.Tensor, DNCState, dict[str, torch.Tensor]]:
+        """``(y, state, arrays)`` from the PyTorch operators, step by step as ``step.py`` composes
+        them, keeping the intermediates of :meth:`trace`; ``y`` and the state are ``forward``'s
+        wherever ``forward`` runs those operators (``cpu_kernel=False``, a GPU, float64)."""
+        from memtasks.models.dnc import memory as mem
+        from memtasks.models.dnc.interface import split_interface
+
+        self.check_input(x)
+        B, T, _ = x.shape
+        state = self._check_state(self.initial_state(B, x.device) if state is None else state, B)
+        cfg = self.config
+        H, N, W, R = cfg.hidden_size, cfg.memory_slots, cfg.memory_width, cfg.read_heads
+        h, c, memory, usage, link, precedence, w_write, w_read, reads = state
+        names = ("write_weighting", "read_weightings", "usage", "allocation", "read_modes")
+        kept: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        hs: list[torch.Tensor] = []
+        rs: list[torch.Tensor] = []
+        recurrent_t = self.recurrent_weight.t()
+        for x_t in self.input_proj(x).unbind(1):
+            gates = torch.addmm(x_t, torch.cat([reads.flatten(1), h], dim=1), recurrent_t)  # (B, 4H)
+            i, f, o = torch.sigmoid(gates[:, : 3 * H]).chunk(3, dim=1)
+            c = torch.addcmul(f * c, i, torch.tanh(gates[:, 3 * H :]))
+            h = o * torch.tanh(c)
+            it = split_interface(self.interface(h), W, R)
+            usage = mem.update_usage(usage, w_write, mem.retention(it.free_gates, w_read))
+            allocation = mem.allocation_weighting(usage)
+            write_content = mem.content_weighting(memory, it.keys[:, :1], it.strengths[:, :1]).squeeze(1)
+            w_write = mem.write_weighting(allocation, write_content, it.allocation_gate, it.write_gate)
+            memory = mem.write_memory(memory, w_write, it.erase, it.write_vector)
+            new_link = mem.update_link(link, w_write, precedence)
+            forward, backward = mem.directional_weightings(new_link, w_read)
+            precedence = mem.update_precedence(precedence, w_write)
+            read_content = mem.content_weighting(memory, it.keys[:, 1:], it.strengths[:, 1:])
+            w_read = mem.read_weighting(backward, read_content, forward, it.read_modes)
+            link, reads = new_link, mem.read_memory(memory, w_read)
+            for name, value in zip(names, (w_write, w_read, usage, allocation, it.read_modes)):
+                kept[name].append(value)
+            hs.append(h)
+            rs.append(reads.flatten(1))
+        final = DNCState(h, c, memory, usage, link, precedence, w_write, w_read, reads)
+        if T == 0:
+            shapes = {"write_weighting": (N,), "read_weightings": (R, N), "usage": (N,), "allocation": (N,), "read_modes": (R, 3)}
+            return x.new_zeros(B, 0, self.d_out), final, {name: x.new_zeros(B, 0, *shapes[name]) for name in names}
+        y = self.readout(torch.cat([torch.stack(hs, 1), torch.stack(rs, 1)], dim=-1))  # (B, T, d_out)
+        return y, final, {name: torch.stack(values, dim=1) for name, values in kept.items()}

@@ -214,3 +214,59 @@ class NTM(MemoryModel):
         y = F.linear(zs.transpose(0, 1), self.w_y, self.b_y)  # (B, T, d_out): W_y [h_t; r_t] + b_y
         n_r = self.config.read_heads
         return y, NTMState(ControllerState(h, c), memory.transpose(1, 2), w[:, :n_r], w[:, n_r:], r)
+
+    def trace(self, x: torch.Tensor, state: NTMState | None = None) -> tuple[torch.Tensor, NTMState, dict[str, torch.Tensor]]:
+        """``forward``, and what the heads did at every step (OPTIONAL in the contract; drawn by
+        ``memtasks inspect``). Every array is ``(B, T, ...)``:
+
+        * ``write_weights`` ``(B, T, W, N)``: w^W_t, each row a distribution over the N slots;
+        * ``read_weights`` ``(B, T, R, N)``: w^R_t, each row a distribution over the N slots;
+        * ``add`` ``(B, T, W, M)``: a_t; ``erase`` ``(B, T, W, M)``: e_t, in [0, 1];
+        * ``reads`` ``(B, T, R, M)``: the read vectors r_t.
+
+        ``y`` and the final state are ``forward``'s own, on whichever path it takes. The C kernels
+        keep no weightings, so the arrays always come from the PyTorch loop of ``sequence.py``
+        (:meth:`trace_torch`): the same equations, equal to the kernels' to float32 rounding.
+        """
+        y, final = self(x, state)
+        with torch.no_grad():
+            _, arrays = self.trace_torch(x, state)
+        return y, final, arrays
+
+    def trace_torch(self, x: torch.Tensor, state: NTMState | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(y, arrays)`` of :meth:`trace` from the PyTorch loop of ``sequence.py`` with every
+        intermediate kept; its ``y`` is ``forward``'s wherever ``forward`` runs that loop
+        (``cpu_kernel=False``, a GPU, float64)."""
+        from memtasks.models.ntm.sequence import Saved
+
+        self.check_input(x)
+        b, steps = x.shape[0], x.shape[1]
+        if state is None:
+            state = self.initial_state(b, x.device)
+        cfg = self.config
+        n_h, n_r, n_w, n, m = cfg.hidden_size, cfg.read_heads, cfg.write_heads, cfg.memory_slots, cfg.memory_width
+        if steps == 0:
+            zeros = lambda *shape: x.new_zeros(b, 0, *shape)  # noqa: E731
+            return zeros(self.d_out), {"write_weights": zeros(n_w, n), "read_weights": zeros(n_r, n),
+                                       "add": zeros(n_w, m), "erase": zeros(n_w, m), "reads": zeros(n_r, m)}
+        h0 = state.controller.h if self.dims.lstm else x.new_zeros(b, n_h)
+        z0 = torch.cat((h0, state.reads.reshape(b, -1)), dim=1)  # z_0 = [h_0; r_0]
+        w0 = torch.cat((state.read_weights, state.write_weights), dim=1)  # (B, A, N)
+        if self.dims.lstm:
+            w_z = torch.cat((self.w_h, self.w_r), dim=1)
+        else:
+            w_z = torch.cat((self.w_r.new_zeros(self.w_r.shape[0], n_h), self.w_r), dim=1)
+        mem0 = state.memory.transpose(1, 2).contiguous()  # (B, M, N), as the loop holds it
+        saved = Saved()
+        xp = input_projection(x, self.w_x, self.bias)[0]  # (T, B, G)
+        out = run_forward(self.dims, xp, z0, state.controller.c, mem0, w0, w_z, self.w_p, self.b_p, saved=saved)
+        y = F.linear(out.zs.transpose(0, 1), self.w_y, self.b_y)  # (B, T, d_out)
+        w = torch.stack(saved["w_prev"][1:], dim=1)  # (B, T, A, N): w_1..w_T
+        per_head = lambda key: saved.stack(key).transpose(0, 1).unflatten(-1, (n_w, m))  # noqa: E731  (B, T, W, M)
+        return y, {
+            "write_weights": w[:, :, n_r:],
+            "read_weights": w[:, :, :n_r],
+            "add": per_head("a"),
+            "erase": per_head("e"),
+            "reads": out.zs[..., n_h:].transpose(0, 1).unflatten(-1, (n_r, m)),  # (B, T, R, M)
+        }

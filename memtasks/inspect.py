@@ -1,0 +1,432 @@
+"""Look inside a trained run: rebuild its model from the record, score it at any length, and
+draw what its memory did.
+
+* :func:`load_run` rebuilds a finished run's task and model from ``config.json`` (the same
+  architecture, budget sizing included, on the path that actually ran: ``ran_with``) and loads
+  its trained weights, ``weights.pt``. Every way this can fail (no such folder, an unfinished or
+  failed run, a record older than ``weights.pt``, a model whose plugin is not loaded, weights
+  that do not fit) is an :class:`InspectError` that says what to do.
+* :func:`evaluate_run` scores it with :func:`memtasks.train.evaluation.evaluate` and returns an
+  evaluation record; :func:`write_eval` writes it to ``<run>/evals/<name>.json`` (never
+  ``result.json``). With the record's own points and set size it reproduces the record's final
+  metrics exactly, and says so (``record.reproduced``).
+* :func:`inspect_figure` draws one sequence in the layout of the NTM paper's figures: inputs,
+  targets and outputs over time, and below them every array the model's ``trace`` returns
+  (models without one are drawn with the first three panels only).
+
+Figures are :class:`matplotlib.figure.Figure` objects on the Agg canvas; pyplot is never used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from memtasks.core.config import ConfigError, ConfigKeyError, parse_typed, unknown_key_message
+from memtasks.core.errors import MemtasksError
+from memtasks.models import MemoryModel
+from memtasks.models.base import MODELS
+from memtasks.results import store as R
+from memtasks.tasks import TASKS, get_task
+from memtasks.tasks.base import Batch, Task
+from memtasks.tasks.limits import check_sample_size
+from memtasks.train.config import RunConfig
+from memtasks.train.evaluation import Points, eval_points, evaluate
+
+WEIGHTS_FILE = "weights.pt"  # as memtasks.train.trainer.WEIGHTS_FILE: the trainer writes it, we read it
+EVALS_DIR = "evals"
+EVAL_SCHEMA_VERSION = 1
+TRACE_STATE_FACTOR = 4  # a trace keeps a few state-sized arrays per step: the size check counts them
+
+
+class InspectError(MemtasksError):
+    """A run folder that cannot be evaluated or drawn; the message says why and what to do."""
+
+
+@dataclass
+class TrainedRun:
+    """A finished run rebuilt from its record, its trained weights loaded, ready to score or draw."""
+
+    folder: Path
+    config: RunConfig  # what was trained
+    task: Task  # the task as trained, or with the parameters asked for (``with_task_params``)
+    model: MemoryModel  # in eval mode, on ``device``
+    result: dict[str, Any]  # result.json
+    device: torch.device
+    weights_sha256: str
+    task_params: dict[str, Any] = dataclasses.field(default_factory=dict)  # changed from the record's
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.task}/{self.config.model}/seed-{self.config.seed}"
+
+
+# --- loading ------------------------------------------------------------------------------------
+def check_run_folder(folder: Path | str) -> Path:
+    """The cheap checks of :func:`load_run` (no model is built): a run folder with a finished
+    record and trained weights."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InspectError(f"{folder}: no such run folder; give one like runs/<group>/<task>/<model>/seed-<k>")
+    if not (folder / "config.json").is_file():
+        raise InspectError(f"{folder}: not a run folder (no config.json); give one like runs/<group>/<task>/<model>/seed-<k>")
+    result = R.finished_result(folder)  # a corrupt record is a RecordError naming the file
+    if result is None:
+        if (folder / "result.json").exists():
+            raise InspectError(f"{folder}: the run failed, so it has no trained weights; train it again with --force")
+        raise InspectError(
+            f"{folder}: the run is unfinished (no result.json yet); finish it first (the same memtasks train or "
+            "matrix command resumes it)"
+        )
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise InspectError(
+            f"{folder}: no trained weights ({WEIGHTS_FILE}): the record was written before runs kept them; "
+            "train it again with --force to get them"
+        )
+    return folder
+
+
+def load_run(folder: Path | str, device: str | torch.device | None = None) -> TrainedRun:
+    """Rebuild the finished run in ``folder`` and load its trained weights.
+
+    ``device``: where to run it; default the device the run trained on when this machine has it,
+    else the CPU. The model takes the path that actually ran (``config.json``'s ``ran_with``:
+    a run that trained without the C kernels is evaluated without them), so its metrics are
+    those of the record.
+    """
+    from memtasks.train.build import make_model, make_task
+
+    folder = check_run_folder(folder)
+    result = R.finished_result(folder)
+    assert result is not None
+    recorded, config = _read_config(folder / "config.json")
+    if config.model not in MODELS:
+        raise InspectError(
+            f"{folder}: model {config.model!r} is not installed; load the plugin that registers it with "
+            "--plugin FILE_OR_MODULE, or install its package"
+        )
+    if config.task not in TASKS:
+        raise InspectError(
+            f"{folder}: task {config.task!r} is not installed; load the plugin that registers it with "
+            "--plugin FILE_OR_MODULE, or install its package"
+        )
+    ran_with = recorded.get("ran_with") or {}
+    fields = {f.name for f in dataclasses.fields(MODELS.get(config.model).config_cls)}
+    model_config = config
+    if ran_with.get("cpu_kernel") is False and "cpu_kernel" in fields:  # it trained on the PyTorch path
+        model_config = dataclasses.replace(config, model_params={**config.model_params, "cpu_kernel": False})
+    task = make_task(config)
+    model = make_model(model_config, task)
+    path = folder / WEIGHTS_FILE
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InspectError(f"{path}: unreadable weights ({type(exc).__name__}); train the run again with --force") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InspectError(
+            f"{path}: the weights do not fit the model rebuilt from config.json ({first[1].strip() if len(first) > 1 else first[0]}); "
+            f"the model's code changed since the run: train it again with --force"
+        ) from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    dev = _pick(device, recorded.get("device"))
+    return TrainedRun(folder, config, task, model.to(dev).eval(), result, dev, digest)
+
+
+def _read_config(path: Path) -> tuple[dict[str, Any], RunConfig]:
+    """config.json and the RunConfig it records."""
+    try:
+        recorded = json.loads(path.read_text())
+        return recorded, RunConfig.from_dict(recorded["run"])
+    except (ValueError, KeyError, TypeError) as exc:  # ConfigError is a ValueError
+        raise InspectError(f"{path}: not a valid memtasks run config ({exc})") from None
+
+
+def _pick(device: str | torch.device | None, recorded: str | None) -> torch.device:
+    from memtasks.train.provenance import pick_device
+
+    if device is not None:
+        return pick_device(str(device))
+    kind = torch.device(recorded).type if recorded else "cpu"
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    return torch.device(recorded) if recorded and available.get(kind, False) else torch.device("cpu")
+
+
+def parse_task_sets(task: Task, assignments: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set task.<name>=value`` strings as ``(task parameters, sample overrides)``: a name the
+    task samples with (``task.repeats=20`` for repeat_copy) is a sample override, a field of
+    the task a parameter; anything else is refused with the names allowed."""
+    params: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    cls = type(task)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.startswith("task.") or not key[5:]:
+            raise ConfigError(f"--set {item!r}: expected task.<parameter>=value (a parameter or sample override of {task.name!r})")
+        name = key[5:]
+        if name in task.sample_overrides:
+            overrides[name] = _literal(raw)
+        elif name in fields:
+            params[name] = parse_typed(typing.get_type_hints(cls)[name], raw, f"{task.name} task parameter {name}")
+        else:
+            raise ConfigKeyError(unknown_key_message(name, fields + list(task.sample_overrides), f"{task.name} task parameter"))
+    return params, overrides
+
+
+def _literal(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def with_task_params(run: TrainedRun, params: Mapping[str, Any]) -> TrainedRun:
+    """``run`` with its task rebuilt with ``params`` changed (the model stays as trained)."""
+    if not params:
+        return run
+    merged = {**run.config.task_params, **params}
+    try:
+        task = get_task(run.config.task, **merged)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, MemtasksError):
+            raise
+        raise ConfigError(f"task {run.config.task!r}: {exc}") from None
+    if (task.d_in, task.d_out) != (run.task.d_in, run.task.d_out):
+        changed = ", ".join(f"task.{k}={v}" for k, v in params.items())
+        raise ConfigError(
+            f"{changed} gives {task.name!r} d_in={task.d_in}, d_out={task.d_out}, but the trained model takes "
+            f"d_in={run.task.d_in}, d_out={run.task.d_out}; change only parameters that keep the input and output widths"
+        )
+    return dataclasses.replace(run, task=task, task_params={**run.task_params, **params})
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+def evaluate_run(
+    run: TrainedRun,
+    lengths: Iterable[int | None] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    size: int | None = None,
+) -> dict[str, Any]:
+    """Score ``run`` at ``lengths`` (default: the record's evaluation points) with ``overrides``
+    on fixed sets of ``size`` sequences (default: the run's ``eval_size``); the evaluation record.
+
+    ``record.reproduced`` says whether the metrics equal result.json's ``final`` exactly at
+    every point both have (None where none is comparable: other sets or another task)."""
+    from memtasks.train.provenance import git_commit, versions
+
+    size = run.config.eval_size if size is None else size
+    points = eval_points(run.task, None if lengths is None else list(lengths), overrides)
+    metrics = evaluate(run.model, run.task, size, run.device, points)
+    return {
+        "schema_version": EVAL_SCHEMA_VERSION,
+        "task": run.config.task,
+        "model": run.config.model,
+        "seed": run.config.seed,
+        "group": run.config.group,
+        "task_params": run.task.params(),
+        "changed_task_params": dict(run.task_params),
+        "size": size,
+        "device": str(run.device),
+        "threads": torch.get_num_threads(),
+        "weights_sha256": run.weights_sha256,
+        "versions": versions(run.task.version),
+        "git_commit": git_commit(),
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "points": {
+            label: {
+                "length": length,
+                "overrides": dict(point_overrides),
+                "eval_hash": run.task.eval_hash(length, size, **point_overrides),
+                "metrics": metrics[label],
+            }
+            for label, (length, point_overrides) in points.items()
+        },
+        "record": _compare(run, points, metrics, size),
+    }
+
+
+def _compare(run: TrainedRun, points: Points, metrics: dict[str, dict[str, float]], size: int) -> dict[str, Any]:
+    final = run.result.get("final") or {}
+    comparable = [] if run.task_params or size != run.config.eval_size else [label for label in points if label in final]
+    differ = [label for label in comparable if final[label] != metrics[label]]
+    return {
+        "status": run.result.get("status"),
+        "compared": comparable,
+        "differ": differ,
+        "reproduced": (not differ) if comparable else None,
+    }
+
+
+def eval_name(
+    lengths: Sequence[int | None] | None, overrides: Mapping[str, Any], params: Mapping[str, Any], size: int | None
+) -> str:
+    """The file name of an evaluation, from what was asked: ``record.json`` for the record's own
+    points, else e.g. ``length-50-200_repeats-20_size-256.json``."""
+    parts = []
+    if lengths is not None:
+        parts.append("length-" + "-".join("train" if n is None else str(n) for n in lengths))
+    parts += [f"{k}-{v}" for k, v in sorted({**params, **overrides}.items())]
+    if size is not None:
+        parts.append(f"size-{size}")
+    name = re.sub(r"[^A-Za-z0-9_.=+-]+", "-", "_".join(parts)).strip("-") or "record"
+    if len(name) > 100:
+        name = "custom-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name + ".json"
+
+
+def write_eval(run: TrainedRun, record: dict[str, Any], name: str) -> Path:
+    """Write ``record`` atomically to ``<run>/evals/<name>``; result.json is never touched."""
+    path = run.folder / EVALS_DIR / name
+    R.write_json_atomic(path, record)
+    return path
+
+
+# --- traces and figures -----------------------------------------------------------------------------
+def example_batch(
+    task: Task,
+    length: int | None = None,
+    seed: int = 0,
+    overrides: Mapping[str, Any] | None = None,
+    state_floats: int = 0,
+) -> Batch:
+    """One sequence of ``task`` at ``length`` (None: drawn from the training range), drawn with
+    ``seed`` exactly as ``memtasks show`` draws it; refused (``ConfigError``) when it and a
+    model's trace over it would not fit in memory."""
+    if length is not None:
+        check_sample_size(task, 1, length, "--length", TRACE_STATE_FACTOR * state_floats)
+    try:
+        return task.sample(1, torch.Generator().manual_seed(seed), length=length, **dict(overrides or {}))
+    except MemtasksError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"task {task.name!r}: {exc}") from None
+
+
+def trace(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(y, arrays)`` of ``model`` on ``inputs`` ``(B, T, d_in)``, without gradients: its
+    ``trace`` if it has one (see ``models.base``), else its ``forward`` and no arrays. Each array
+    is checked to be ``(B, T, ...)``; the arrays come back as float32 on the CPU."""
+    name = getattr(model, "registry_name", type(model).__name__)
+    model.eval()
+    with torch.no_grad():
+        if callable(getattr(model, "trace", None)):
+            y, _, arrays = model.trace(inputs)
+        else:
+            y, _ = model(inputs)
+            arrays = {}
+    if not isinstance(arrays, dict):
+        raise InspectError(f"model {name!r}: trace() must return (y, state, dict of arrays), got a {type(arrays).__name__}")
+    lead = tuple(inputs.shape[:2])
+    out: dict[str, torch.Tensor] = {}
+    for key, value in arrays.items():
+        if not isinstance(value, torch.Tensor) or tuple(value.shape[:2]) != lead:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InspectError(f"model {name!r}: trace array {key!r} must have shape (B, T, ...) = {lead + ('...',)}, got {got}")
+        out[str(key)] = value.detach().float().cpu()
+    return y.detach().float().cpu(), out
+
+
+ROW_LABELS = {"read_modes": ("backward", "content", "forward")}  # the DNC's π_t
+MIN_PANEL_IN, MAX_PANEL_IN, ROW_IN = 0.55, 2.0, 0.03  # panel heights in inches: a floor, a ceiling, per row
+
+
+def _panels(name: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """One array of one sequence, ``(T, ...)``, as heat-map panels ``(T, rows)``: a third axis
+    (heads, layers) becomes one panel per index."""
+    if value.dim() == 1:
+        return [(name, value.unsqueeze(1))]
+    if value.dim() == 2:
+        return [(name, value)]
+    value = value.flatten(2)  # (T, K, rows)
+    if value.shape[1] == 1:
+        return [(name, value[:, 0])]
+    return [(f"{name} [{k}]", value[:, k]) for k in range(value.shape[1])]
+
+
+def inspect_figure(
+    model: torch.nn.Module,
+    task: Task,
+    batch: Batch,
+    index: int = 0,
+    title: str = "",
+    traced: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None,
+) -> Any:
+    """A figure of sequence ``index`` of ``batch``: inputs, targets and outputs (probabilities
+    for bce tasks) over time, then one panel per array of the model's trace, time on the x axis
+    of every panel. Scored steps are outlined on the targets and outputs; the title ends with
+    the sequence's scores (bit errors and cost, or MSE). ``traced``: :func:`trace` of the model
+    on that one sequence, when the caller has it already."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    steps = batch.extras.get("steps")
+    T = int(steps[index]) if steps is not None else batch.inputs.shape[1]
+    device = next((p.device for p in model.parameters()), batch.inputs.device)
+    one = Batch(*(t[index : index + 1, :T].to(device) for t in (batch.inputs, batch.targets, batch.mask)),
+                batch.lengths[index : index + 1].to(device), {k: v[index : index + 1].to(device) for k, v in batch.extras.items()})
+    y, arrays = traced if traced is not None else trace(model, one.inputs)
+    one = one.to("cpu")
+    scores = task.metrics(y, one)
+    shown = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in scores.items() if k in ("bit_errors", "cost", "mse"))
+    outputs = torch.sigmoid(y[0]) if task.loss == "bce" else y[0]
+    panels = [("inputs", one.inputs[0].float()), ("targets", one.targets[0].float()), ("outputs", outputs)]
+    for key, value in arrays.items():
+        panels += _panels(key, value[0])
+    heights = [min(MAX_PANEL_IN, max(MIN_PANEL_IN, 0.25 + ROW_IN * p.shape[1])) for _, p in panels]
+    width = min(24.0, max(7.0, 2.5 + 0.07 * T))
+    fig = Figure(figsize=(width, sum(heights) + 0.3 * len(panels) + 0.8), layout="constrained")
+    FigureCanvasAgg(fig)  # headless, without pyplot's global backend
+    axes = fig.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
+    scored = torch.nonzero(one.mask[0]).flatten().tolist()
+    for ax, (name, data) in zip(axes, panels):
+        _heat(fig, ax, name, data, bits=name in ("inputs", "targets", "outputs"))
+        if scored and name in ("targets", "outputs"):
+            ax.axvspan(scored[0] - 0.5, scored[-1] + 0.5, fill=False, edgecolor="white", lw=1.0)
+    axes[-1].set_xlabel("time step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle("; ".join(part for part in (title, shown) if part), fontsize=10)
+    return fig
+
+
+def _heat(fig: Any, ax: Any, name: str, data: torch.Tensor, bits: bool) -> None:
+    values = data.T.numpy()  # (rows, T): rows on the y axis, time on the x axis
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if bits:
+        cmap, vmin, vmax = "viridis", min(0.0, lo), max(1.0, hi)
+    elif lo < 0:  # signed: a diverging map centred on 0
+        edge = max(abs(lo), abs(hi), 1e-12)
+        cmap, vmin, vmax = "RdBu_r", -edge, edge
+    else:  # weightings, usages, gates: 0 is dark
+        cmap, vmin, vmax = "magma", 0.0, max(hi, 1e-12)
+    image = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest", vmin=vmin, vmax=vmax, origin="upper")
+    ax.set_title(name.replace("_", " "), loc="left", fontsize=9, pad=2)
+    rows = values.shape[0]
+    labels = ROW_LABELS.get(name.split(" [")[0])
+    if labels is not None and len(labels) == rows:
+        ax.set_yticks(range(rows), labels, fontsize=7)
+    elif rows <= 1:
+        ax.set_yticks([])
+    else:
+        ax.set_yticks([0, rows - 1], ["0", str(rows - 1)], fontsize=7)
+    fig.colorbar(image, ax=ax, fraction=0.015, pad=0.005, aspect=8).ax.tick_params(labelsize=6)
+
+
+def figure_title(run: TrainedRun, batch: Batch, seed: int, overrides: Mapping[str, Any] | None = None) -> str:
+    """``copy/ntm/seed-0: length 20 (sequence seed 3)``: what a figure of ``run`` shows."""
+    extra = "".join(f", {k}={v}" for k, v in sorted((overrides or {}).items()))
+    changed = "".join(f", {k}={v}" for k, v in sorted(run.task_params.items()))
+    return f"{run.name}: length {int(batch.lengths[0])}{extra}{changed} (sequence seed {seed})"

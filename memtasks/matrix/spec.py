@@ -44,7 +44,7 @@ from memtasks.train.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("smoke", "cpu", "paper")
+PRESETS = ("demo", "smoke", "cpu", "paper")
 _TOP_KEYS = ("name", "group", "seeds", "description", "train", "tasks", "models")
 _CELL_FIXED = ("task", "model", "seed", "task_params", "model_params")
 

@@ -21,7 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from memtasks.results import store as R
 from memtasks.train.config import RunConfig
@@ -209,14 +209,28 @@ def _ray_cell(
     return out
 
 
+def ray_slots(resources: Mapping[str, float], per_gpu: bool) -> int:
+    """How many cells a cluster with these total ``resources`` (``ray.cluster_resources()``) runs at
+    once: one per whole GPU when every cell asks for a GPU, else one per whole CPU (never below 1)."""
+    return max(1, int(resources.get("GPU" if per_gpu else "CPU", 0)))
+
+
+def running_cells(pending: int, slots: int) -> int:
+    """Cells running now: Ray holds every submitted cell as pending, but runs ``slots`` at a time."""
+    return max(0, min(pending, slots))
+
+
 @dataclass
 class RayExecutor:
     """Cells as Ray tasks on a cluster (``address``: ``auto``, ``host:port`` or None for a local one).
 
     Clusters with and without Ray's token authentication both work: see :meth:`connect`.
+    ``slots`` is what :meth:`run` found the cluster can run at once (GPUs, else CPUs), read again
+    as each cell finishes so a cluster that grows or shrinks is reported as it is; 0 before a run.
     """
 
     address: str | None = None
+    slots: int = field(default=0, init=False)
 
     def connect(self, ray: Any) -> None:
         """``ray.init`` this driver, sending Ray's authentication token whenever one is at hand.
@@ -270,8 +284,10 @@ class RayExecutor:
         if started_here:
             self.connect(ray)
         try:
-            gpus = ray.cluster_resources().get("GPU", 0)
-            remote = ray.remote(num_gpus=1, num_cpus=0)(_ray_cell) if gpus else ray.remote(num_cpus=1)(_ray_cell)
+            resources = ray.cluster_resources()
+            per_gpu = resources.get("GPU", 0) >= 1
+            self.slots = ray_slots(resources, per_gpu)
+            remote = ray.remote(num_gpus=1, num_cpus=0)(_ray_cell) if per_gpu else ray.remote(num_cpus=1)(_ray_cell)
             # plugin files must be readable on the nodes: pass absolute paths
             plugins = tuple(str(Path(p).resolve()) if Path(p).exists() else p for p in plugins)
             pending = {
@@ -296,7 +312,8 @@ class RayExecutor:
                     except Exception as exc:
                         outcome = CellOutcome(cfg, "failed", f"ray task failed: {type(exc).__name__}: {exc}")
                     outcomes.append(outcome)
-                    on_done(outcome, len(pending))
+                    self.slots = ray_slots(ray.cluster_resources(), per_gpu)
+                    on_done(outcome, running_cells(len(pending), self.slots))
             return outcomes
         finally:
             if started_here:

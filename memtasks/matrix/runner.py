@@ -48,7 +48,9 @@ class MatrixReport:
         return counts
 
     def utilisation(self) -> float | None:
-        """CPU seconds the cells used / (wall seconds × workers): 1.0 keeps every worker busy."""
+        """CPU seconds the cells used / (wall seconds × workers): 1.0 keeps every worker busy.
+        ``workers``: the local pool's processes, or the cells a Ray cluster ran at once (its CPUs,
+        or GPUs when cells ask for one), each capped by the number of cells run."""
         if not self.outcomes or self.wall_s <= 0:
             return None
         return sum(o.cpu_seconds for o in self.outcomes) / (self.wall_s * self.workers)
@@ -170,7 +172,8 @@ def run_matrix(
         interrupt.reset()
     ran = {id(o.config) for o in outcomes}
     not_started = [c for c in todo if id(c) not in ran] if stopped else []
-    n_workers = min(workers, max(1, len(todo))) if workers else max(1, int(_ray_cpus()))
+    slots = workers or getattr(executor, "slots", 0)  # Ray: what the cluster ran at once, read before it shut down
+    n_workers = max(1, min(slots, len(todo)))
     return MatrixReport(outcomes, skipped, time.monotonic() - started, n_workers, not_started, stopped)
 
 
@@ -182,15 +185,6 @@ def estimated_cost(config: Any) -> float:
     task = get_task(config.task, **config.task_params)
     cost = getattr(MODELS.get(config.model), "relative_cost", 1.0)
     return config.sequences * task.max_steps(task.train_range[1]) * cost
-
-
-def _ray_cpus() -> float:
-    try:
-        import ray
-
-        return ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else 1
-    except ImportError:
-        return 1
 
 
 def visible_gpus() -> list[int]:

@@ -57,3 +57,7 @@ class Adding(MarkedPairTask):
     def chance_level(self, metric: str, length: int | None = None) -> float | None:
         """Always answering the mean sum 1 scores Var(x_i + x_j) = 2/12 at every length."""
         return 2 / 12 if metric == "mse" else None
+
+    def _answer_moments(self) -> tuple[float, float]:
+        """x_i + x_j: mean 1, second moment Var + mean² = 2/12 + 1."""
+        return 1.0, 2 / 12 + 1.0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks.core.config import check_int
+from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 _MAX = 100_000
@@ -132,6 +133,14 @@ class AssociativeRecall(Task):
         mask = torch.zeros(n, T, dtype=torch.bool, device=dev)
         mask[r, answer_steps] = True
         return Batch(inputs, targets, mask, lengths, {"steps": (lengths + 2) * (S + 1)})
+
+    def _moments_at(self, length: int) -> chance.TargetMoments:
+        """The answer's S vectors: each bit of an item drawn uniformly among distinct items is a
+        fair coin on its own (flipping a bit in every item maps distinct tuples onto distinct
+        tuples), so chance pays 1 bit per answer bit."""
+        S = self.item_size
+        first = length * (S + 1) + S + 2
+        return chance.uniform_bits(self.max_steps(length), self.bits, slice(first, first + S))
 
 
 def _draw_codes(shape: tuple[int, ...], n_bits: int, generator: torch.Generator) -> torch.Tensor:

@@ -27,7 +27,12 @@ OPTIONAL, read by tables and figures only (none changes sampling)
       the task, and where that number comes from (None when it could not be sourced);
     * ``reference``: a :class:`Reference` predictor the task's ``metrics`` score on the same
       sequences (``dynamic_ngrams``: the Bayes-optimal cost);
-    * ``chance_level(metric, length)``: the score of a predictor that ignores its inputs.
+    * ``chance_level(metric, length)``: the score of a predictor that ignores its inputs;
+    * ``_moments_at(length, **overrides)``: the target moments at one length, from which
+      ``chance_cost`` gives the cost of the best input-independent predictor in closed form
+      (:mod:`memtasks.tasks.chance`; without it, the moments are estimated from a sample);
+    * ``reference_levels(batch)``: named reference predictors' costs on a batch, shown as
+      reference rows (``dynamic_ngrams``: adaptive counters of 0..order-1 context bits).
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ from memtasks import metrics as M
 from memtasks.core.config import check_int, check_keys
 from memtasks.core.registry import Registry
 from memtasks.core.seeds import stable_seed
+from memtasks.tasks import chance
+from memtasks.tasks.chance import TargetMoments
 
 
 @dataclass
@@ -261,10 +268,44 @@ class Task:
         scored = batch.mask.unsqueeze(-1).expand_as(batch.targets)  # (B, T, d_out)
         if self.loss == "bce":
             bits = scored.sum(dim=(1, 2)).double()  # (B,)
-            levels = {"cost": bits.mean(), "bit_errors": bits.mean() / 2, "seq_accuracy": torch.exp2(-bits).mean()}
+            levels = {"cost": self.chance_cost(length, batch), "bit_errors": bits.mean() / 2,
+                      "seq_accuracy": torch.exp2(-bits).mean()}
             return float(levels[metric]) if metric in levels else None
         y = batch.targets[scored].double()
         return float(((y - y.mean()) ** 2).mean()) if metric == "mse" and y.numel() else None
+
+    # --- chance: the best input-independent predictor (memtasks.tasks.chance) ---------
+    def _moments_at(self, length: int, **overrides: Any) -> TargetMoments | None:
+        """The target moments at one ``length`` in closed form; None (the default): estimate them."""
+        return None
+
+    def target_moments(self, length: int | None = None, **overrides: Any) -> TargetMoments:
+        """Per step and output channel: P(scored), E[scored·y], E[scored·y²] at ``length``.
+
+        None: the training range, each length equally likely (as ``sample`` draws them). A task
+        without ``_moments_at`` gets an estimate from 2048 sequences of a fixed sample.
+        """
+        return _moments_cached(self, length, tuple(sorted(overrides.items())))
+
+    def chance_prediction(self, length: int | None = None, **overrides: Any) -> torch.Tensor:
+        """``(T, d_out)`` the best input-independent prediction: the mean target where scored."""
+        return chance.prediction(self.target_moments(length, **overrides))
+
+    def chance_cost(self, length: int | None = None, batch: Batch | None = None, **overrides: Any) -> float:
+        """The primary cost (bce: ``cost``, bits per sequence; mse: ``mse``) of the best predictor
+        that ignores its inputs (one output per step and channel) at ``length`` and ``overrides``.
+
+        ``batch`` None: its expected cost over the task's distribution; a batch (the evaluation
+        set of that point): its cost on those sequences, as a model's is measured.
+        """
+        moments = self.target_moments(length, **overrides)
+        if batch is None:
+            return chance.expected_cost(moments, self.loss)
+        return chance.cost_on(chance.prediction(moments), batch.targets, batch.mask, self.loss)
+
+    def reference_levels(self, batch: Batch) -> list[tuple[str, float]]:
+        """``(name, cost)`` of reference predictors scored on ``batch``, for reference rows; none here."""
+        return []
 
     # --- description ---------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -289,6 +330,18 @@ def _eval_batch_cached(
         parts += (list(overrides),)
     g = torch.Generator().manual_seed(task.stable_seed(*parts))
     return task.sample(size, g, length=length, **dict(overrides))
+
+
+@lru_cache(maxsize=64)
+def _moments_cached(task: Task, length: int | None, overrides: tuple[tuple[str, Any], ...]) -> TargetMoments:
+    lo, hi = task.train_range
+    lengths = range(lo, hi + 1) if length is None else [length]
+    parts = [task._moments_at(n, **dict(overrides)) for n in lengths]
+    if all(p is not None for p in parts):
+        return chance.mixture(parts)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(task.stable_seed("chance", length, list(overrides)))
+    batch = task.sample(2048, g, length=length, **dict(overrides))
+    return chance.empirical(batch.targets, batch.mask)
 
 
 TASKS: Registry[Task] = Registry("task", Task, "memtasks.tasks")

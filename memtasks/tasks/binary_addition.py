@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks.core.config import check_choice, check_int
+from memtasks.tasks import chance
 from memtasks.tasks.base import Batch, Task, register_task
 
 MODES = ("sequential", "online")
@@ -138,3 +139,12 @@ class BinaryAddition(Task):
             target = total * mask
             steps = lengths + 1
         return Batch(inputs, target.float().unsqueeze(-1), mask, lengths, {"steps": steps})
+
+    def _moments_at(self, length: int) -> chance.TargetMoments:
+        """Sum bits 0..n-1 are fair coins (a_k is); the final carry is 1 when a + b >= 2^n, which
+        (2^n − 1)·2^n / 2 of the 4^n pairs meet: probability 1/2 − 2^−(n+1)."""
+        first = 2 * length + 2 if self.mode == "sequential" else 0
+        m = chance.uniform_bits(self.max_steps(length), 1, slice(first, first + length + 1))
+        carry = 0.5 - 0.5 ** (length + 1)
+        m.first[first + length] = m.second[first + length] = carry
+        return m

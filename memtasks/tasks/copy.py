@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks.core.config import check_int
+from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 
@@ -89,3 +90,7 @@ class Copy(Task):
         t = torch.arange(T, device=dev).unsqueeze(0)
         mask = (t > lengths.unsqueeze(1)) & (t <= 2 * lengths.unsqueeze(1))
         return Batch(inputs, targets, mask, lengths, {"steps": 2 * lengths + 1})
+
+    def _moments_at(self, length: int) -> chance.TargetMoments:
+        """Steps L+1..2L carry uniform random bits on every channel: chance pays 1 bit each."""
+        return chance.uniform_bits(2 * length + 1, self.bits, slice(length + 1, 2 * length + 1))

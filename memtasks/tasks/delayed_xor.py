@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 
 from memtasks.core.config import check_int
+from memtasks.tasks import chance
 from memtasks.tasks.base import Batch, Task, register_task
 
 FIRST_MARK_END = 10  # the first marker lies in [0, FIRST_MARK_END)
@@ -142,6 +143,21 @@ class MarkedPairTask(Task):
         a, b = marked_values(values, layout)
         return marker_batch(values, self._answer(a, b), layout, lengths)
 
+    def _answer_moments(self) -> tuple[float, float]:
+        """E[y] and E[y²] of the answer (the same at every length)."""
+        raise NotImplementedError
+
+    def _moments_at(self, length: int) -> chance.TargetMoments:
+        """One scored step, the last (T − 1), with T uniform in [T0, floor(1.1 T0)]."""
+        mean, square = self._answer_moments()
+        longest = longest_steps(length)
+        m = chance.zeros(longest, 1)
+        p = 1.0 / (longest - length + 1)
+        m.scored[length - 1 :] = p
+        m.first[length - 1 :] = p * mean
+        m.second[length - 1 :] = p * square
+        return m
+
 
 @register_task("delayed_xor")
 @dataclass(frozen=True)
@@ -180,6 +196,10 @@ class DelayedXor(MarkedPairTask):
 
     def _answer(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a != b).float()  # XOR of two 0/1 values
+
+    def _answer_moments(self) -> tuple[float, float]:
+        """The XOR of two fair coins is a fair coin: chance pays 1 bit."""
+        return 0.5, 0.5
 
 
 def validate_marker_lengths(owner: str, base_length: int, generalise: tuple[int, ...]) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from memtasks import metrics as M
 from memtasks.core.config import check_int
+from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Reference, Task, register_task
 
 MAX_ORDER = 16  # each sequence draws a table of 2^(order-1) probabilities
@@ -191,6 +192,38 @@ class DynamicNgrams(Task):
             result["bayes_cost"] = bayes.mean().item()
             result["excess_bits"] = result["cost"] - result["bayes_cost"]
         return result
+
+    def _moments_at(self, length: int) -> chance.TargetMoments:
+        """Every scored bit is 1 with probability 1/2 (Beta(1/2, 1/2) is symmetric about 1/2, and
+        the first bits are fair), so chance pays 1 bit per scored step."""
+        return chance.uniform_bits(length - 1, 1, slice(self.order - 2, length - 1))
+
+    def counter_costs(self, batch: Batch) -> dict[int, float]:
+        """Mean cost (bits per sequence) on ``batch`` of the adaptive counter with k context bits, k = 0..order-1.
+
+        The counter predicts P(1 | last k bits) = (N1 + 1/2) / (N1 + N0 + 1) from the counts seen
+        so far in the sequence after that context (:func:`bayes_optimal_cost` with order k + 1);
+        k = order − 1 is the Bayes-optimal predictor, fewer bits are the estimators of lower orders.
+        """
+        bits = sequence_bits(batch)
+        costs = {0: float(_order0_cost(bits, batch.mask).mean())}
+        return costs | {k: float(bayes_optimal_cost(bits, batch.mask, k + 1).mean()) for k in range(1, self.order)}
+
+    def reference_levels(self, batch: Batch) -> list[tuple[str, float]]:
+        """The adaptive counters of :meth:`counter_costs`, named by their context bits."""
+        top = self.order - 1
+        return [(f"k={k} counter" + (" (Bayes-optimal)" if k == top else ""), cost)
+                for k, cost in self.counter_costs(batch).items()]
+
+
+def _order0_cost(bits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` the 0-context-bit counter's cost over the masked steps: step t predicts bit t+1
+    with (N1 + 1/2) / (N + 1) from the N bits 0..t before it (``bits`` ``(B, n)``, ``mask`` ``(B, n-1)``)."""
+    b = bits[:, 1:].double()
+    seen = torch.arange(1, bits.shape[1], device=bits.device, dtype=torch.float64)  # bits before bit t+1
+    ones = torch.cumsum(bits.double(), 1)[:, :-1]
+    p_one = (ones + 0.5) / (seen + 1.0)
+    return (-torch.log2(torch.where(b == 1, p_one, 1 - p_one)) * mask).sum(1)
 
 
 def sequence_bits(batch: Batch) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks.core.config import check_int
+from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 _MAX = 100_000
@@ -124,3 +125,8 @@ class PrioritySort(Task):
         t = torch.arange(T, device=dev).unsqueeze(0)
         mask = (t > lengths.unsqueeze(1)) & (t <= (lengths + k).unsqueeze(1))
         return Batch(inputs, targets, mask, lengths, {"steps": lengths + 1 + k})
+
+    def _moments_at(self, length: int) -> chance.TargetMoments:
+        """Steps N+1..N+K carry the chosen vectors, whose bits are fair coins whatever the priorities."""
+        k = int(n_outputs(length))
+        return chance.uniform_bits(length + 1 + k, self.bits, slice(length + 1, length + 1 + k))

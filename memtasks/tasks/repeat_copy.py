@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from memtasks.core.config import check_int
+from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
 _MAX = 100_000
@@ -136,3 +137,18 @@ class RepeatCopy(Task):
         targets = table.index_select(0, src.view(-1)).view(n, T, self.d_out)
         mask = (rel >= 0) & (rel <= n_ans)
         return Batch(inputs, targets, mask, lengths, {"steps": steps, "repeats": reps})
+
+    def _moments_at(self, length: int, repeats: int | None = None) -> chance.TargetMoments:
+        """Data steps carry uniform bits and a sure 0 on the end channel; the end step carries zeros
+        and a sure 1 there. Mixed over R (uniform on the training range, or ``repeats``), the step
+        where the end marker falls is uncertain, so chance pays for the end channel too."""
+        reps = range(self.min_repeats, self.max_repeats + 1) if repeats is None else [repeats]
+        parts = []
+        for r in reps:
+            start, end = length + 2, length + 2 + r * length  # answer steps start..end; end: the marker
+            m = chance.uniform_bits(end + 1, self.d_out, slice(start, end))
+            m.first[start:end, self.bits] = m.second[start:end, self.bits] = 0.0
+            m.scored[end] = 1.0
+            m.first[end, self.bits] = m.second[end, self.bits] = 1.0
+            parts.append(m)
+        return chance.mixture(parts)

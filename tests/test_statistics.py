@@ -1,0 +1,140 @@
+"""Chance per task against a brute-force predictor, and the leaderboard's statistics by hand.
+
+Chance is the cost of the best predictor that ignores its inputs (one output per step and
+channel). Each task declares it in closed form (``Task._moments_at``); here it is checked against
+the best such predictor fitted by brute force to thousands of sampled sequences.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from memtasks.tasks import TASKS, get_task
+from memtasks.tasks.base import Task
+from memtasks.tasks.dynamic_ngrams import bayes_optimal_cost, sequence_bits
+
+SAMPLE = 2048
+
+
+# --- chance, declared per task, against brute force -------------------------------------------
+def brute_force_chance(task: Task, length: int | None, **overrides: object) -> tuple[float, float, torch.Tensor]:
+    """(declared chance on a sample, the brute-force best constant predictor's cost on it, its prediction).
+
+    Brute force: per step and channel, the share of ones (bce) or the mean (mse) of the sampled
+    targets where scored, scored on the same sample.
+    """
+    batch = task.sample(SAMPLE, torch.Generator().manual_seed(20240), length=length, **overrides)
+    s = batch.mask.unsqueeze(-1).expand_as(batch.targets).double()
+    y = batch.targets.double()
+    p = (s * y).sum(0) / s.sum(0).clamp_min(1.0)  # (T, d_out)
+    if task.loss == "mse":
+        brute = float((s * (y - p) ** 2).sum() / s.sum())
+    else:
+        q = p.clamp(1e-12, 1 - 1e-12)
+        brute = float((s * -(y * torch.log2(q) + (1 - y) * torch.log2(1 - q))).sum() / SAMPLE)
+    return task.chance_cost(length, batch, **overrides), brute, p
+
+
+def _points(task: Task) -> list[tuple[int | None, dict[str, object]]]:
+    points: list[tuple[int | None, dict[str, object]]] = [(None, {})]
+    points += [(n, {}) for n in task.generalisation_lengths[:1]]
+    points += [(None, {k: v}) for k, v in task.generalisation_overrides]
+    return points
+
+
+CASES = [(name, {}) for name in TASKS.names()] + [
+    ("binary_addition", {"max_bits": 3}),  # short operands: the final carry is far from a fair coin
+    ("binary_addition", {"max_bits": 3, "mode": "online"}),
+    ("repeat_copy", {"bits": 3, "max_length": 4, "max_repeats": 4}),  # the end marker's step is uncertain
+    ("copy", {"bits": 2, "max_length": 3}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=[f"{n}{p or ''}" for n, p in CASES])
+def test_declared_chance_is_the_brute_force_best_constant_predictor(name: str, params: dict[str, object]) -> None:
+    task = get_task(name, **params)
+    for length, overrides in _points(task):
+        declared, brute, p = brute_force_chance(task, length, **overrides)
+        where = f"{name}{params} at length {length} {overrides}"
+        # The brute-force predictor is fitted to the sample, so it can only do better there, by its
+        # overfit: about 1/(2 ln 2) bits (bce) or the variance (mse) per fitted cell over the sample
+        # size. Three times that is a fraction of a percent; a wrong declaration loses percents.
+        cells = int((task.target_moments(length, **overrides).scored > 0).sum())
+        overfit = cells / SAMPLE * (declared if task.loss == "mse" else 1 / (2 * math.log(2)))
+        assert brute <= declared + 1e-9, where
+        assert declared - brute <= 3 * overfit + 1e-3 * declared, f"{where}: declared {declared}, brute force {brute}"
+        # the declared expectation agrees with the sample too (lengths drawn make this one looser)
+        assert task.chance_cost(length, **overrides) == pytest.approx(brute, rel=0.04), where
+        # and so does the prediction, step by step and channel by channel, within 5 standard errors
+        m = task.target_moments(length, **overrides)
+        T = min(m.scored.shape[0], p.shape[0])
+        a, want = m.scored[:T], task.chance_prediction(length, **overrides)[:T]
+        var = (m.second[:T] / a.clamp_min(1e-12) - want**2).clamp_min(0)
+        seen = a * SAMPLE >= 20
+        se = (var / (a * SAMPLE).clamp_min(1)).sqrt()
+        assert bool(((p[:T] - want).abs() <= 5 * se + 1e-9)[seen].all()), where
+
+
+def test_chance_in_closed_form() -> None:
+    assert get_task("copy").chance_cost() == pytest.approx(8 * 10.5)  # 8 fair bits × E[L], L uniform 1..20
+    assert get_task("copy").chance_cost(30) == pytest.approx(240)
+    assert get_task("associative_recall").chance_cost(12) == pytest.approx(18)  # one item: 3 vectors × 6 bits
+    assert get_task("priority_sort").chance_cost() == pytest.approx(8 * 16)  # K = floor(4·20/5) vectors
+    assert get_task("dynamic_ngrams").chance_cost() == pytest.approx(195)  # 200 bits, 195 scored predictions
+    assert get_task("delayed_xor").chance_cost(100) == pytest.approx(1.0)
+    assert get_task("adding").chance_cost() == pytest.approx(2 / 12)  # Var(x_i + x_j): always answering 1
+    # repeat copy at fixed L and R: the end marker's step is known, so only data bits cost
+    assert get_task("repeat_copy", max_repeats=1).chance_cost(4) == pytest.approx(8 * 4)
+    # binary addition, n = 1: one fair sum bit, and a carry that is 1 for 1 of the 4 pairs
+    h = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
+    assert get_task("binary_addition").chance_cost(1) == pytest.approx(1 + h)
+    assert get_task("binary_addition", mode="online").chance_cost(1) == pytest.approx(1 + h)
+
+
+def test_chance_line_of_figures_is_the_declared_chance() -> None:
+    task = get_task("repeat_copy", bits=3, max_length=4, max_repeats=4)
+    batch = task.eval_batch(None)
+    assert task.chance_level("cost") == pytest.approx(task.chance_cost(None, batch))
+    # well below one bit per scored bit, which the end channel's zeros would cost a fair guesser
+    scored_bits = float(batch.mask.sum()) * task.d_out / batch.batch_size
+    assert task.chance_level("cost") < 0.85 * scored_bits
+
+
+def test_a_task_without_closed_form_moments_is_estimated() -> None:
+    class Plain(type(get_task("copy"))):  # the copy layout, with the declaration taken away
+        def _moments_at(self, length: int) -> None:  # type: ignore[override]
+            return None
+
+    task = Plain(bits=2, max_length=3)
+    assert task.chance_cost() == pytest.approx(2 * 2, rel=0.05)
+
+
+# --- the adaptive counters of dynamic N-grams ---------------------------------------------------
+def _counter_loop(bits: list[int], k: int, first: int) -> float:
+    """The k-context-bit adaptive counter's cost on one sequence, by hand: bit j is predicted at
+    step j − 1 from the counts after its context so far; the steps from ``first`` on are scored."""
+    counts: dict[tuple[int, ...], list[int]] = {}
+    cost = 0.0
+    for j in range(k, len(bits)):  # bit 0 has no step, but a 0-bit counter still counts it
+        n0, n1 = counts.setdefault(tuple(bits[j - k : j]), [0, 0])
+        p1 = (n1 + 0.5) / (n0 + n1 + 1)
+        if j - 1 >= first:
+            cost -= math.log2(p1 if bits[j] else 1 - p1)
+        counts[tuple(bits[j - k : j])][bits[j]] += 1
+    return cost
+
+
+def test_counters_against_a_loop_and_the_bayes_optimum() -> None:
+    task = get_task("dynamic_ngrams", order=4, num_bits=40)
+    batch = task.eval_batch(None, 8)
+    costs = task.counter_costs(batch)
+    assert list(costs) == [0, 1, 2, 3]
+    bits = sequence_bits(batch).tolist()
+    for k in costs:
+        by_hand = sum(_counter_loop(row, k, task.order - 2) for row in bits) / len(bits)
+        assert costs[k] == pytest.approx(by_hand, rel=1e-9), k
+    assert costs[3] == pytest.approx(float(bayes_optimal_cost(sequence_bits(batch), batch.mask, 4).mean()))
+    names = [name for name, _ in task.reference_levels(batch)]
+    assert names[0] == "k=0 counter" and names[-1] == "k=3 counter (Bayes-optimal)"

@@ -184,6 +184,16 @@ def test_ntm_traced_weightings_equal_the_reference_loop(overrides):
         torch.testing.assert_close(arrays[key], want, rtol=1e-9, atol=1e-12, msg=lambda s: f"{key}: {s}")
 
 
+@pytest.mark.parametrize("overrides", [{"controller": "feedforward", "add_activation": "linear"}, {"memory_init": "random"}])
+def test_ntm_traced_loop_is_forwards_loop(overrides):
+    model = _model("ntm", cpu_kernel=False, **overrides)
+    x = torch.randn(2, 6, 4, generator=_gen(3))
+    with torch.no_grad():
+        y, arrays = model.trace_torch(x)
+        assert torch.equal(y, model(x)[0])
+    torch.testing.assert_close(arrays["write_weights"].sum(-1), torch.ones(2, 6, 1))
+
+
 @pytest.mark.skipif(not KERNELS["ntm"], reason="no C compiler: the NTM kernels cannot be built")
 def test_ntm_trace_on_the_kernel_path_reproduces_its_outputs():
     model = _model("ntm", read_heads=2)
@@ -240,6 +250,7 @@ def test_evaluate_at_any_length_and_override():
     points = eval_points(task, [None, 6], {"repeats": 4})
     assert points == {"repeats=4": (None, {"repeats": 4}), "6,repeats=4": (6, {"repeats": 4})}
     assert list(eval_points(task)) == ["train", "5", "repeats=20"]
+    assert eval_points(task, None, {"repeats": 4}) == {"repeats=4": (None, {"repeats": 4}), "5,repeats=4": (5, {"repeats": 4})}
     got = evaluate(model, task, lengths=[None, 6], overrides={"repeats": 4}, size=4)
     assert set(got) == {"repeats=4", "6,repeats=4"} and set(got["6,repeats=4"]) >= {"cost", "bit_errors"}
     assert evaluate(model, task, 4, "cpu") == evaluate(model, task, size=4)  # the trainer's positional call
@@ -307,6 +318,30 @@ def test_eval_at_a_new_length_writes_its_own_file(runs, capsys):
     assert written["points"]["7"]["length"] == 7 and written["record"]["reproduced"] is None
     assert f"wrote {path}" in out and "7" in out.splitlines()[3]
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before, "the record is untouched"
+
+
+def test_eval_takes_several_runs(runs, capsys):
+    folders = [runs("lstm"), runs("ntm")]
+    code, out, err = run_cli(capsys, "eval", *folders, "--length", "6", "--size", "4")
+    assert code == 0, err
+    for folder in folders:
+        assert (folder / "evals" / "length-6_size-4.json").exists() and f"({folder})" in out
+
+
+def test_sample_overrides_in_eval_and_inspect(tmp_path, capsys):
+    config = RunConfig(task="repeat_copy", model="lstm", sequences=32, batch_size=16, eval_every=32, eval_size=4,
+                       task_params={"bits": 3, "max_length": 2, "max_repeats": 2, "generalise": (3,)},
+                       model_params={"hidden_size": 8})
+    assert train(config, tmp_path, wandb_mode="disabled")["status"] == "ok"
+    folder = R.run_dir(tmp_path, "default", "repeat_copy", "lstm", 0)
+    code, out, err = run_cli(capsys, "eval", folder, "--set", "task.repeats=3")
+    assert code == 0, err
+    written = json.loads((folder / "evals" / "repeats-3.json").read_text())
+    assert list(written["points"]) == ["3,repeats=3", "repeats=3"]  # the record's points, each with repeats=3
+    assert written["points"]["repeats=3"]["overrides"] == {"repeats": 3}
+    code, out, err = run_cli(capsys, "inspect", folder, "--length", "2", "--set", "task.repeats=3", "--png", tmp_path / "r.svg")
+    assert code == 0, err
+    assert out.startswith("repeat_copy/lstm/seed-0: length 2, repeats=3 (sequence seed 0)")
 
 
 def test_eval_with_task_parameters_and_overrides(runs, capsys):

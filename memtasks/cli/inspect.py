@@ -18,7 +18,8 @@ def add_commands(sub: Any, common: Common) -> None:
     )
     sp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, runs/<group>/<task>/<model>/seed-<k>")
     sp.add_argument("--length", nargs="+", type=_length, metavar="N",
-                    help="score at these lengths ('train': the training range) instead of the record's points")
+                    help="score at these lengths ('train': the training range) instead of the record's points "
+                         "(after the run folders)")
     sp.add_argument("--set", action="append", default=[], metavar="task.KEY=VALUE",
                     help="a task parameter or sample override, e.g. task.repeats=20 (repeatable)")
     sp.add_argument("--size", type=positive_int("--size"), help="sequences per length (default: the run's eval_size)")

@@ -403,8 +403,11 @@ def inspect_figure(
 
 
 def _heat(fig: Any, ax: Any, name: str, data: torch.Tensor, bits: bool) -> None:
+    import numpy as np
+
     values = data.T.numpy()  # (rows, T): rows on the y axis, time on the x axis
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    finite = values[np.isfinite(values)]  # a diverged run's weights may give inf or NaN: drawn blank
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if bits:
         cmap, vmin, vmax = "viridis", min(0.0, lo), max(1.0, hi)
     elif lo < 0:  # signed: a diverging map centred on 0

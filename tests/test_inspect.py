@@ -419,3 +419,15 @@ def test_wandb_logs_the_inspection_figure():
     sizes = [_example_image(m, task, torch.device("cpu")).image.size for m in (plain, traced)]
     assert sizes[1][1] > sizes[0][1], "the NTM's figure has its memory panels below the outputs"
     assert all(isinstance(s, tuple) for s in sizes) and Image is not None
+
+
+def test_a_diverged_models_non_finite_weights_are_drawn(tmp_path):
+    from memtasks.inspect import example_batch, inspect_figure
+
+    task = get_task("copy", bits=4, max_length=3)
+    model = build_model("ntm", task.d_in, task.d_out, **SMALL["ntm"])
+    with torch.no_grad():
+        model.w_p.fill_(float("nan"))  # what a diverged run's weights.pt may hold
+    fig = inspect_figure(model, task, example_batch(task, 3, seed=1), 0, "diverged")
+    fig.savefig(tmp_path / "nan.png")
+    assert (tmp_path / "nan.png").stat().st_size > 0

@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import nn
 
-from memtasks.core.config import ConfigError, check_int, from_dict
+from memtasks.core.config import ConfigError, check_float, check_int, from_dict
 from memtasks.core.limits import GIB, memory_limit_bytes
 from memtasks.core.registry import Registry, RegistryError
 
@@ -134,6 +134,21 @@ def check_state_shapes(model: str, parts: Iterable[tuple[str, torch.Tensor, tupl
     for name, tensor, shape in parts:
         if tuple(tensor.shape) != tuple(shape):
             raise ValueError(f"model {model!r}: state.{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+
+
+def check_forget_bias(model: str, value: Any) -> None:
+    """A controller's ``forget_bias``: a finite number, or ``"uniform"`` (the uniform initialisation
+    of the other biases, PyTorch's default and what records from before the field used)."""
+    if value != "uniform":
+        check_float(model, "forget_bias", value)
+
+
+# What a record written before a config field existed trained with, per field: the recorded run
+# is compared with a new one as if it had set this value.
+IMPLICIT_BEFORE_FIELD: dict[str, Any] = {"forget_bias": "uniform"}
+# Config fields that choose how a model computes, not what: the same numbers to rounding either
+# way (the NTM's and DNC's C kernels), so a run's identity leaves them out.
+EXECUTION_FIELDS: tuple[str, ...] = ("cpu_kernel",)
 
 
 def stacked_zeros(config: Any, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -1,17 +1,18 @@
-"""The gate variants of the GRU: ``gru1``, ``gru2`` and ``gru3`` (Dey & Salem 2017).
+"""The GRU of Dey & Salem 2017 and its gate variants: ``gru0``, ``gru1``, ``gru2``, ``gru3``.
 
-All three keep the GRU's candidate state and interpolation in the paper's *reset-before*
+All four share the GRU's candidate state and interpolation in the paper's *reset-before*
 form with one bias vector per gate (not PyTorch's reset-after form of ``recurrent.gru``):
     h̃_t = tanh(W_h x_t + U_h (r_t ⊙ h_{t-1}) + b_h)
     h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
 and differ from the standard GRU, whose gates are
     z_t = σ(W_z x_t + U_z h_{t-1} + b_z),   r_t = σ(W_r x_t + U_r h_{t-1} + b_r),
 only in what drives the update gate z_t and the reset gate r_t:
+    GRU0:  the standard gates above (the paper's baseline, in the same form and code path)
     GRU1:  z_t = σ(U_z h_{t-1} + b_z),   r_t = σ(U_r h_{t-1} + b_r)   (no input)
     GRU2:  z_t = σ(U_z h_{t-1}),         r_t = σ(U_r h_{t-1})         (no input, no bias)
     GRU3:  z_t = σ(b_z),                 r_t = σ(b_r)                 (bias only: constant gates)
 With m inputs and n units a layer has (the paper's counts)
-    GRU1: 3(n² + nm + n) - 2nm,   GRU2: GRU1 - 2n,   GRU3: 3(n² + nm + n) - 2(nm + n²)
+    GRU0: 3(n² + nm + n),   GRU1: GRU0 - 2nm,   GRU2: GRU1 - 2n,   GRU3: GRU0 - 2(nm + n²)
 parameters; layers after the first have m = n. A linear readout y_t = W_y h_t + b_y of the
 top layer is applied at every step. Initialisation follows ``nn.GRU`` (every weight and bias
 uniform in ±1/√n), so the variants and the ``gru`` baseline start from the same scale.
@@ -48,6 +49,11 @@ class GRUVariantConfig:
 
 
 @dataclass(frozen=True)
+class GRU0Config(GRUVariantConfig):
+    family: ClassVar[str] = "gru0"
+
+
+@dataclass(frozen=True)
 class GRU1Config(GRUVariantConfig):
     family: ClassVar[str] = "gru1"
 
@@ -67,10 +73,13 @@ class VariantGRULayer(nn.Module):
 
     Parameters (n units, m inputs): ``weight_ih`` W_h (n, m), ``weight_hh`` U_h (n, n),
     ``bias`` b_h (n,); ``gate_weight_hh`` [U_z; U_r] (2n, n) when the gates read h_{t-1}
-    (GRU1, GRU2); ``gate_bias`` [b_z; b_r] (2n,) when they have a bias (GRU1, GRU3).
+    (GRU0, GRU1, GRU2); ``gate_bias`` [b_z; b_r] (2n,) when they have a bias (GRU0, GRU1, GRU3);
+    ``gate_weight_ih`` [W_z; W_r] (2n, m) when they read x_t (GRU0).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, gate_hidden: bool, gate_bias: bool) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, gate_hidden: bool, gate_bias: bool, gate_input: bool = False
+    ) -> None:
         super().__init__()
         n, m = hidden_size, input_size
         self.weight_ih = nn.Parameter(torch.empty(n, m))
@@ -78,6 +87,8 @@ class VariantGRULayer(nn.Module):
         self.bias = nn.Parameter(torch.empty(n))
         self.gate_weight_hh = nn.Parameter(torch.empty(2 * n, n)) if gate_hidden else None
         self.gate_bias = nn.Parameter(torch.empty(2 * n)) if gate_bias else None
+        # registered last, so the variants without it draw the same initial weights as before
+        self.gate_weight_ih = nn.Parameter(torch.empty(2 * n, m)) if gate_input else None
         bound = 1.0 / math.sqrt(n)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
@@ -98,6 +109,14 @@ class VariantGRULayer(nn.Module):
         u_zr = self.gate_weight_hh.t()  # (n, 2n)
         u_h = self.weight_hh.t()  # (n, n)
         b_zr = self.gate_bias
+        if self.gate_weight_ih is not None:  # GRU0: W_z x_t + W_r x_t (+ b) for every step at once
+            xg = F.linear(seq, self.gate_weight_ih, b_zr)  # (T, B, 2n)
+            for xh_t, xg_t in zip(xh.unbind(0), xg.unbind(0)):
+                zr = torch.addmm(xg_t, h, u_zr).sigmoid_()  # (B, 2n)
+                z, r = zr.chunk(2, dim=1)
+                h = torch.lerp(h, torch.addmm(xh_t, r * h, u_h).tanh_(), z)
+                outs.append(h)
+            return torch.stack(outs), h
         for xh_t in xh.unbind(0):
             zr = (torch.mm(h, u_zr) if b_zr is None else torch.addmm(b_zr, h, u_zr)).sigmoid_()  # (B, 2n)
             z, r = zr.chunk(2, dim=1)
@@ -113,12 +132,13 @@ class _GateVariantGRU(MemoryModel):
 
     gate_hidden: ClassVar[bool]
     gate_bias: ClassVar[bool]
+    gate_input: ClassVar[bool] = False
 
     def __init__(self, d_in: int, d_out: int, config: GRUVariantConfig) -> None:
         super().__init__(d_in, d_out, config)
         n = config.hidden_size
         self.layers = nn.ModuleList(
-            VariantGRULayer(d_in if i == 0 else n, n, self.gate_hidden, self.gate_bias)
+            VariantGRULayer(d_in if i == 0 else n, n, self.gate_hidden, self.gate_bias, self.gate_input)
             for i in range(config.num_layers)
         )
         self.readout = nn.Linear(n, d_out)
@@ -127,7 +147,8 @@ class _GateVariantGRU(MemoryModel):
     def cell_params(cls, input_size: int, hidden_size: int) -> int:
         """Parameters of one layer, as counted in the paper."""
         n, m = hidden_size, input_size
-        return n * m + n * n + n + (2 * n * n if cls.gate_hidden else 0) + (2 * n if cls.gate_bias else 0)
+        gates = (2 * n * n if cls.gate_hidden else 0) + (2 * n if cls.gate_bias else 0) + (2 * n * m if cls.gate_input else 0)
+        return n * m + n * n + n + gates
 
     @classmethod
     def count_params(cls, d_in: int, d_out: int, config: GRUVariantConfig) -> int:
@@ -165,6 +186,15 @@ class _GateVariantGRU(MemoryModel):
                 seq, _ = layer(seq, state[:, i])
                 outs.append(seq)  # (T, B, n)
         return y, final, {"hidden": torch.stack(outs, dim=2).transpose(0, 1)}
+
+
+@register_model("gru0", config=GRU0Config)
+class GRU0(_GateVariantGRU):
+    """GRU0: the standard GRU in the paper's reset-before form, z_t = σ(W_z x_t + U_z h_{t-1} + b_z)."""
+
+    gate_hidden = True
+    gate_bias = True
+    gate_input = True
 
 
 @register_model("gru1", config=GRU1Config)

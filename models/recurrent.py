@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from memtasks.core.config import check_choice, check_int
-from memtasks.models.base import MemoryModel, State, register_model, stacked_zeros
+from memtasks.models.base import MemoryModel, check_forget_bias, State, register_model, stacked_zeros
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,15 @@ class RNNConfig:
 class LSTMConfig:
     hidden_size: int = 100  # units per layer; the NTM paper's LSTM baselines use 3x256
     num_layers: int = 1
+    # The forget gate's bias at initialisation, so f ≈ σ(1) ≈ 0.73 and the cell keeps its content
+    # from the start (Gers et al. 2000; Jozefowicz et al. 2015; TensorFlow's and Keras's default).
+    # "uniform" keeps PyTorch's uniform initialisation (f ≈ 0.5: the cell state halves every step).
+    forget_bias: float | str = 1.0
 
     def __post_init__(self) -> None:
         check_int("lstm", "hidden_size", self.hidden_size, 1)
         check_int("lstm", "num_layers", self.num_layers, 1, 16)
+        check_forget_bias("lstm", self.forget_bias)
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,14 @@ class LSTM(_Fused):
     """LSTM with forget gate (fused ``nn.LSTM``); state ``LSTMState(h, c)``."""
 
     def _make_core(self, d_in: int, config: LSTMConfig) -> nn.RNNBase:
-        return nn.LSTM(d_in, config.hidden_size, config.num_layers, batch_first=True)
+        core = nn.LSTM(d_in, config.hidden_size, config.num_layers, batch_first=True)
+        if config.forget_bias != "uniform":
+            H = config.hidden_size
+            with torch.no_grad():
+                for layer in range(config.num_layers):  # gate order (i, f, g, o); b_ih + b_hh is the bias
+                    getattr(core, f"bias_ih_l{layer}")[H : 2 * H] = config.forget_bias
+                    getattr(core, f"bias_hh_l{layer}")[H : 2 * H] = 0.0
+        return core
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> LSTMState:
         return LSTMState(*(stacked_zeros(self.config, batch_size, device) for _ in range(2)))

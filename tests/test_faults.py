@@ -118,7 +118,7 @@ def test_matrix_refuses_records_of_another_configuration(tmp_path):
     assert "sequences: 64 -> 128" in line and "--force" in line and "--group" in line
     spec.write_text(SPEC.replace("[models.lstm]\nhidden_size = 8", "[models.lstm]\nhidden_size = 9"))
     line = one_clear_line(cli("matrix", str(spec), "--runs-dir", str(runs)))
-    assert "model_params" in line and "copy/lstm/seed-0" in line
+    assert "model.hidden_size: 8 -> 9" in line and "copy/lstm/seed-0" in line
     assert (runs / "faults" / "matrix.json").read_bytes() == meta
     assert {p: p.read_bytes() for p in runs.rglob("result.json")} == results
     # the remedy works: --force narrowed to the changed cells trains them again
@@ -372,3 +372,97 @@ def test_no_compiler_is_warned_once_and_recorded(tmp_path):
     assert out.stderr.count("C kernels unavailable") == 1
     config = json.loads((tmp_path / "runs/default/copy/ntm/seed-0/config.json").read_text())
     assert config["run"]["model_params"].get("cpu_kernel", True) is True and config["ran_with"]["cpu_kernel"] is False
+
+
+# --- 5. kill -9 of the driver at random moments: nothing lost, nothing repeated, no orphans -------
+KILL_SPEC = """
+name = "kills"
+seeds = [0, 1]
+[train]
+sequences = 3072
+batch_size = 16
+eval_every = 512
+eval_size = 8
+early_stop = false
+checkpoint_every_s = 0.3
+[tasks.copy]
+bits = 4
+max_length = 4
+generalise = [6]
+[models.lstm]
+hidden_size = 16
+[models.gru]
+hidden_size = 16
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat_file.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _comparable(folder: Path) -> list:
+    rows = R.read_jsonl(folder / "metrics.jsonl")
+    return [{k: v for k, v in r.items() if k not in ("train_time_s", "wall_time_s")} for r in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigkill_of_the_driver_at_random_moments(tmp_path):
+    import random
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(KILL_SPEC)
+    reference = tmp_path / "reference"
+    assert cli("matrix", str(spec), "--runs-dir", str(reference), "--workers", "2").returncode == 0
+    runs = tmp_path / "runs"
+    rng = random.Random(11)
+    kills = 0
+    while kills < 20:
+        proc = subprocess.Popen([sys.executable, "-m", "memtasks.cli", "matrix", str(spec), "--runs-dir", str(runs),
+                                 "--workers", "2"], env=env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + rng.uniform(0.5, 7.0)
+        tree: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            tree |= _descendants(proc.pid)
+            time.sleep(0.05)
+        if proc.poll() is not None:  # the matrix finished before this moment came
+            break
+        tree |= _descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+        kills += 1
+        gone_by = time.monotonic() + 5
+        while time.monotonic() < gone_by and any(_alive(p) for p in tree):
+            time.sleep(0.05)
+        assert not [p for p in tree if _alive(p)], f"kill {kills}: processes of the killed matrix still alive after 5 s"
+    assert kills >= 5, "the matrix finished before enough kills landed; make it longer"
+    out = cli("matrix", str(spec), "--runs-dir", str(runs), "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    finished = sorted(p.parent.relative_to(runs) for p in runs.rglob("result.json"))
+    assert finished == sorted(p.parent.relative_to(reference) for p in reference.rglob("result.json"))
+    assert len(finished) == 4
+    for rel in finished:
+        mine, theirs = R.read_result(runs / rel / "result.json"), R.read_result(reference / rel / "result.json")
+        assert mine["status"] == "ok" and mine["final"] == theirs["final"], rel
+        assert _comparable(runs / rel) == _comparable(reference / rel), rel

@@ -16,7 +16,7 @@ from memtasks.tasks.base import Batch
 from memtasks.models.base import _fit_budget
 from memtasks.models.esn import ESN, ESNConfig, ridge_readout
 
-GRU_VARIANTS = ("gru1", "gru2", "gru3")
+GRU_VARIANTS = ("gru0", "gru1", "gru2", "gru3")
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -31,7 +31,8 @@ def _bits(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def _paper_count(name: str, m: int, n: int) -> int:
     gru1 = 3 * (n * n + n * m + n) - 2 * n * m
-    return {"gru1": gru1, "gru2": gru1 - 2 * n, "gru3": 3 * (n * n + n * m + n) - 2 * (n * m + n * n)}[name]
+    return {"gru0": 3 * (n * n + n * m + n), "gru1": gru1, "gru2": gru1 - 2 * n,
+            "gru3": 3 * (n * n + n * m + n) - 2 * (n * m + n * n)}[name]
 
 
 @pytest.mark.parametrize("name", GRU_VARIANTS)
@@ -84,10 +85,12 @@ def _naive_gru_variant(model: models.MemoryModel, x: torch.Tensor, state: torch.
                 r = torch.sigmoid(layer.gate_bias[n:])
             else:
                 uz, ur = layer.gate_weight_hh[:n], layer.gate_weight_hh[n:]
-                bz = layer.gate_bias[:n] if name == "gru1" else 0.0
-                br = layer.gate_bias[n:] if name == "gru1" else 0.0
-                z = torch.sigmoid(h @ uz.T + bz)
-                r = torch.sigmoid(h @ ur.T + br)
+                bz = layer.gate_bias[:n] if name in ("gru0", "gru1") else 0.0
+                br = layer.gate_bias[n:] if name in ("gru0", "gru1") else 0.0
+                wz = inp @ layer.gate_weight_ih[:n].T if name == "gru0" else 0.0  # GRU0's gates read x_t
+                wr = inp @ layer.gate_weight_ih[n:].T if name == "gru0" else 0.0
+                z = torch.sigmoid(wz + h @ uz.T + bz)
+                r = torch.sigmoid(wr + h @ ur.T + br)
             h_cand = torch.tanh(inp @ layer.weight_ih.T + (r * h) @ layer.weight_hh.T + layer.bias)
             hs[i] = (1 - z) * h + z * h_cand
             inp = hs[i]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from memtasks.results import store as R
 from memtasks.train.config import RunConfig
@@ -201,10 +202,36 @@ def test_config_json_round_trip_and_unknown_keys():
 
 
 def test_family_defaults_from_papers():
-    assert tiny("dnc").optim() == {"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.9, "clip_value": 10.0, "clip_norm": None}
-    assert tiny("ntm").optim()["clip_value"] == 10.0
-    assert tiny("indrnn").optim()["lr"] == 2e-4
-    assert tiny("ntm", lr=3e-3).optim()["lr"] == 3e-3
+    # recipe = "family": each family's own optimiser (the committed cpu records trained this way)
+    assert tiny("dnc", recipe="family").optim() == {
+        "optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.9, "clip_value": 10.0, "clip_norm": None}
+    assert tiny("ntm", recipe="family").optim()["clip_value"] == 10.0
+    assert tiny("indrnn", recipe="family").optim()["lr"] == 2e-4
+    assert tiny("ntm", recipe="family", lr=3e-3).optim()["lr"] == 3e-3
+
+
+def test_one_recipe_for_every_gradient_trained_model():
+    from memtasks.models import MODELS
+
+    recipe = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "clip_value": None, "clip_norm": 1.0}
+    for name in MODELS.names():
+        assert tiny(name).optim() == recipe, name
+    assert tiny("ntm", lr=3e-4).optim() == {**recipe, "lr": 3e-4}  # the learning rate is the tuned knob
+    assert tiny("lstm", recipe="family").optim() != tiny("lstm").optim()  # recipes are part of a run's identity
+    assert tiny("lstm", recipe="family").digest() != tiny("lstm").digest()
+
+
+def test_forget_gate_bias_starts_at_one_in_every_lstm():
+    from memtasks.models import build_model
+
+    lstm = build_model("lstm", 3, 2, hidden_size=5, num_layers=2)
+    for layer in range(2):
+        total = getattr(lstm.core, f"bias_ih_l{layer}") + getattr(lstm.core, f"bias_hh_l{layer}")
+        assert torch.equal(total[5:10], torch.ones(5))  # gate order (i, f, g, o)
+    assert torch.equal(build_model("ntm", 3, 2, hidden_size=5).bias[5:10], torch.ones(5))
+    assert torch.equal(build_model("dnc", 3, 2, hidden_size=5).input_proj.bias[5:10], torch.ones(5))
+    uniform = build_model("lstm", 3, 2, hidden_size=5, forget_bias="uniform").core.bias_ih_l0[5:10]
+    assert uniform.abs().max() <= 1 / 5**0.5 and not torch.equal(uniform, torch.ones(5))
 
 
 def test_indrnn_gets_t_max_from_task(tmp_path):

@@ -17,7 +17,7 @@ from memtasks.results import store as R
 from memtasks.train import interrupt
 from memtasks.train.checkpoint import RunError
 from memtasks.train.config import RunConfig
-from memtasks.train.trainer import config_differences, stored_config
+from memtasks.train.run_record import identity_differences, run_identity, stored_identity
 
 
 @dataclass
@@ -94,9 +94,9 @@ def plan_matrix(
             todo.append(cfg)
             continue
         try:
-            stored = stored_config(folder)
-            if stored is not None and stored.identity() != cfg.identity():
-                problems.append(f"{folder} holds another configuration ({config_differences(stored, cfg)})")
+            stored, mine = stored_identity(folder), run_identity(cfg)
+            if stored is not None and stored != mine:
+                problems.append(f"{folder} holds another configuration ({identity_differences(stored, mine)})")
                 continue
             done = R.finished_result(folder)
         except (RunError, R.RecordError) as exc:

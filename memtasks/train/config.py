@@ -18,13 +18,17 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 CURRICULA = ("none", "uniform", "grow")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# What a run uses where neither it nor its model family (``MemoryModel.optimizer_defaults``,
-# declared beside each model, plugins included) sets an optimiser field.
-GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "clip_value": None}
+RECIPES = ("standard", "family")
+# The benchmark's one training recipe for every gradient-trained model: Adam with the global
+# gradient norm clipped at 1; the learning rate is the one knob a matrix tunes ([tune]).
+STANDARD_RECIPE: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "clip_value": None, "clip_norm": 1.0}
+# recipe = "family": what a family declares (``MemoryModel.optimizer_defaults``, e.g. its paper's
+# settings), over these generic values.
+GENERIC_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "clip_value": None, "clip_norm": None}
 
 
 def family_defaults(model: str) -> dict[str, Any]:
-    """The optimiser settings a run of ``model`` uses where the user set none."""
+    """The optimiser settings a ``recipe = "family"`` run of ``model`` uses where it sets none."""
     from memtasks.models import MODELS
 
     declared = dict(getattr(MODELS.get(model), "optimizer_defaults", {}) or {})
@@ -44,7 +48,7 @@ def _freeze(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run. Optimiser fields left as None take the family default (``family_defaults``)."""
+    """One run. Optimiser fields left as None take the run's recipe's value (``optim``)."""
 
     task: str
     model: str
@@ -60,6 +64,7 @@ class RunConfig:
     momentum: float | None = None  # RMSProp/SGD momentum
     clip_value: float | None = None  # element-wise gradient clipping to [-v, v]
     clip_norm: float | None = None  # global gradient-norm clipping
+    recipe: str = "standard"  # standard: STANDARD_RECIPE for every model; family: the family's own defaults
     curriculum: str = "uniform"  # none | uniform | grow (see memtasks.train.curriculum)
     eval_every: int = 5_000  # sequences between evaluations
     eval_size: int = 128  # sequences per evaluation set (one set per length)
@@ -91,6 +96,7 @@ class RunConfig:
         for name in ("clip_value", "clip_norm"):
             if getattr(self, name) is not None:
                 check_float("RunConfig", name, getattr(self, name), 0.0, open_lo=True)
+        check_choice("RunConfig", "recipe", self.recipe, RECIPES)
         check_choice("RunConfig", "curriculum", self.curriculum, CURRICULA)
         check_int("RunConfig", "eval_every", self.eval_every, 1)
         check_int("RunConfig", "eval_size", self.eval_size, 1)
@@ -104,12 +110,11 @@ class RunConfig:
 
     # --- resolved settings ------------------------------------------------------------
     def optim(self) -> dict[str, Any]:
-        """Optimiser settings with family defaults filled in."""
-        out = family_defaults(self.model)
-        for key in ("optimizer", "lr", "momentum", "clip_value"):
+        """The optimiser settings this run trains with: its own, over its recipe's."""
+        out = dict(STANDARD_RECIPE) if self.recipe == "standard" else family_defaults(self.model)
+        for key in ("optimizer", "lr", "momentum", "clip_value", "clip_norm"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        out["clip_norm"] = self.clip_norm
         return out
 
     # --- serialisation ------------------------------------------------------------------
@@ -129,10 +134,12 @@ class RunConfig:
         return cls.from_dict(json.loads(text))
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define what is trained (not where or how fast): resume checks these."""
+        """What defines what is trained (not where or how fast), with the optimiser settings it
+        resolves to: resume and the matrix check these."""
         d = self.to_dict()
         for key in ("device", "threads", "checkpoint_every_s"):
             d.pop(key)
+        d["optim"] = self.optim()
         return d
 
     def digest(self) -> str:

@@ -80,22 +80,70 @@ def resolved_config(
     }
 
 
-def stored_config(folder: Path) -> RunConfig | None:
-    """The RunConfig recorded in ``folder/config.json``, or None when there is none."""
+def _plain(value: Any) -> Any:
+    """JSON's view of a value (tuples become lists), so stored and new values compare alike."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _model_fields(config: RunConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """The model hyper-parameters that define the run: every field of the model's config, less
+    the size knob when a parameter budget chooses it, the fields the trainer derives from the
+    task or the seed (``task_hints``) and those that only choose how it computes. A field absent from ``values`` (a record older than the
+    field) reads as what such records trained with (``IMPLICIT_BEFORE_FIELD``), else None."""
+    import dataclasses
+
+    from memtasks.models import MODELS
+    from memtasks.models.base import EXECUTION_FIELDS, IMPLICIT_BEFORE_FIELD
+
+    cls = MODELS.get(config.model)
+    skip = set(cls.task_hints) | set(EXECUTION_FIELDS) | ({cls.size_knob} if config.param_budget is not None else set())
+    names = [f.name for f in dataclasses.fields(cls.config_cls) if f.name not in skip]
+    return {name: _plain(values[name] if name in values else IMPLICIT_BEFORE_FIELD.get(name)) for name in names}
+
+
+def run_identity(config: RunConfig) -> dict[str, Any]:
+    """Everything that defines what a run trains: its RunConfig's identity (optimiser settings
+    resolved) and its model's full hyper-parameters, defaults filled in."""
+    import dataclasses
+
+    from memtasks.models import model_config
+
+    ident = _plain(config.identity())
+    ident.pop("model_params")  # compared resolved, as model_config
+    ident["model_config"] = _model_fields(config, dataclasses.asdict(model_config(config.model, **config.model_params)))
+    return ident
+
+
+def stored_identity(folder: Path) -> dict[str, Any] | None:
+    """:func:`run_identity` of the run recorded in ``folder``, from what its config.json says it
+    trained with; None when the folder holds no config.json."""
     path = folder / "config.json"
     if not path.exists():
         return None
     try:
         data = json.loads(path.read_text())
-        return RunConfig.from_dict(data["run"])
+        run = dict(data["run"])
+        run.setdefault("recipe", "family")  # records from before recipes trained with the family's defaults
+        config = RunConfig.from_dict(run)
+        ident = _plain(config.identity())
+        ident.pop("model_params")
+        if isinstance(data.get("optim"), dict):
+            ident["optim"] = _plain(data["optim"])  # what it actually trained with
+        stored_model = data.get("model_config")
+        ident["model_config"] = _model_fields(config, stored_model if isinstance(stored_model, dict) else {})
+        return ident
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{path}: not a valid memtasks run config ({exc}); re-run with --force to replace it") from None
 
 
-def config_differences(old: RunConfig, new: RunConfig) -> str:
-    """``field: old -> new`` for every identity field that differs."""
-    a, b = old.identity(), new.identity()
-    diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``field: old -> new`` for every field that differs (nested tables as ``table.field``)."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key in ("optim", "model_config"):
+            prefix = "model" if key == "model_config" else key
+            diffs += [f"{prefix}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{key}: {a!r} -> {b!r}")
     return "; ".join(diffs) or "no field differs"
-
-

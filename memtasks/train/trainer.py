@@ -37,7 +37,7 @@ from memtasks.train.config import RunConfig
 from memtasks.train.curriculum import Curriculum
 from memtasks.train.evaluation import evaluate
 from memtasks.train.provenance import pick_device
-from memtasks.train.run_record import build_result, config_differences, resolved_config, stored_config
+from memtasks.train.run_record import build_result, identity_differences, resolved_config, run_identity, stored_identity
 
 __all__ = ["RunBusy", "RunError", "Trainer", "make_model", "make_optimizer", "make_task", "train"]
 
@@ -112,9 +112,9 @@ class Trainer:
 
     def _check_same_config(self) -> None:
         """A folder that holds a run of another configuration is never silently mixed in."""
-        stored = stored_config(self.dir)
-        if stored is not None and stored.identity() != self.config.identity():
-            changed = config_differences(stored, self.config)
+        stored, mine = stored_identity(self.dir), run_identity(self.config)
+        if stored is not None and stored != mine:
+            changed = identity_differences(stored, mine)
             raise RunError(
                 f"{self.dir} holds a run of a different configuration ({changed}); "
                 "use --force to replace it or another --group"

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from memtasks.core.config import check_int
-from memtasks.models.base import MemoryModel, check_state_shapes, register_model
+from memtasks.models.base import MemoryModel, check_forget_bias, check_state_shapes, register_model
 from memtasks.models.dnc.cpu_kernel import kernel_for
 from memtasks.models.dnc.interface import interface_size
 from memtasks.models.dnc.sequence import KernelSequence
@@ -48,9 +48,11 @@ class DNCConfig:
     read_heads: int = 1  # R
     write_heads: int = 1  # must be 1: the paper's DNC has exactly one write head
     cpu_kernel: bool = True  # float32 on CPU: use the C kernels when they build (same numbers to rounding)
+    forget_bias: float | str = 1.0  # forget-gate bias at initialisation (Gers et al. 2000; Jozefowicz et al. 2015); "uniform": like the other biases
 
     def __post_init__(self) -> None:
         check_int("dnc", "hidden_size", self.hidden_size, 1)
+        check_forget_bias("dnc", self.forget_bias)
         check_int("dnc", "memory_slots", self.memory_slots, 1, 65_536)
         check_int("dnc", "memory_width", self.memory_width, 1)
         check_int("dnc", "read_heads", self.read_heads, 1, 64)
@@ -101,6 +103,10 @@ class DNC(MemoryModel):
         bound = 1.0 / math.sqrt(self.config.hidden_size)  # nn.LSTM's initialisation
         for weight in (self.input_proj.weight, self.input_proj.bias, self.recurrent_weight):
             nn.init.uniform_(weight, -bound, bound)
+        if self.config.forget_bias != "uniform":
+            H = self.config.hidden_size
+            with torch.no_grad():
+                self.input_proj.bias[H : 2 * H] = self.config.forget_bias  # gate order (i, f, o, g)
 
     @classmethod
     def count_params(cls, d_in: int, d_out: int, config: DNCConfig) -> int:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memtasks.core.config import check_choice, check_float, check_int
-from memtasks.models.base import MemoryModel, check_state_shapes, register_model
+from memtasks.models.base import MemoryModel, check_forget_bias, check_state_shapes, register_model
 from memtasks.models.ntm import cpu_kernel
 from memtasks.models.ntm.bptt import NTMLoop
 from memtasks.models.ntm.kernel_sequence import kernel_forward
@@ -35,9 +35,11 @@ class NTMConfig:
     memory_init_value: float = 1e-6  # the constant of memory_init="constant"
     add_activation: str = "tanh"  # of the add vector a_t: "tanh" (bounded) or "linear" (unbounded)
     cpu_kernel: bool = True  # float32 on CPU, one write head: the heads in C when they build (same numbers to rounding)
+    forget_bias: float | str = 1.0  # forget-gate bias at initialisation (Gers et al. 2000; Jozefowicz et al. 2015); "uniform": like the other biases
 
     def __post_init__(self) -> None:
         check_int("ntm", "hidden_size", self.hidden_size, 1)
+        check_forget_bias("ntm", self.forget_bias)
         check_choice("ntm", "controller", self.controller, ("lstm", "feedforward"))
         check_int("ntm", "memory_slots", self.memory_slots, 1)
         check_int("ntm", "memory_width", self.memory_width, 1)
@@ -120,6 +122,9 @@ class NTM(MemoryModel):
         self.w_r = nn.Parameter(torch.empty(gates, reads).uniform_(-bound, bound))
         self.w_h = nn.Parameter(torch.empty(gates, hid).uniform_(-bound, bound)) if self.dims.lstm else None
         self.bias = nn.Parameter(torch.empty(gates).uniform_(-bound, bound))
+        if self.dims.lstm and cfg.forget_bias != "uniform":
+            with torch.no_grad():
+                self.bias[hid : 2 * hid] = cfg.forget_bias  # gate order (i, f, o, g)
         self.w_p = nn.Parameter(torch.empty(n_params, hid).uniform_(-bound, bound))  # nn.Linear's bound
         self.b_p = nn.Parameter(torch.empty(n_params).uniform_(-bound, bound))
         out_bound = 1.0 / math.sqrt(hid + reads)

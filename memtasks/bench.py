@@ -16,6 +16,7 @@ import torch
 
 import memtasks
 from memtasks.tasks import get_task, list_tasks
+from memtasks.tasks.limits import check_sample_size
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -46,8 +47,11 @@ def _median_time(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
 
 def bench_tasks(batch_size: int = 256, repeats: int = 7, tasks: list[str] | None = None) -> list[dict[str, Any]]:
     """Sequences generated per second per task at its training lengths."""
+    names = tasks or list_tasks()
+    for name in names:  # every size is checked before anything is timed
+        check_sample_size(get_task(name), batch_size, None, f"--batch-size {batch_size:,} at {name}'s longest training length")
     rows = []
-    for name in tasks or list_tasks():
+    for name in names:
         task = get_task(name)
         g = torch.Generator().manual_seed(0)
         # enough batches per timing that the clock resolution does not matter
@@ -88,6 +92,9 @@ def bench_models(
     if reference and "lstm" not in names:
         names = ["lstm", *names]
     dev = torch.device(device)
+    for name in names:  # every size is checked before any model is built on the device
+        model = build_model(name, task.d_in, task.d_out, **(hparams or {}).get(name, {}))
+        check_sample_size(task, batch_size, 20, f"--batch-size {batch_size:,} with {name} at copy length", model.state_size())
     cases = []
     for name in names:
         model = build_model(name, task.d_in, task.d_out, **(hparams or {}).get(name, {})).to(dev)

@@ -6,18 +6,33 @@ import argparse
 import json
 from typing import Any
 
-from memtasks.cli.common import CLIError, Common, load_plugins, non_negative_int, output_file, positive_float, positive_int
+from memtasks.cli.common import (
+    FLOAT32_MAX,
+    CLIError,
+    Common,
+    load_plugins,
+    non_negative_int,
+    output_file,
+    plugin_code,
+    positive_float,
+    positive_int,
+    positive_int_at_most,
+    unique,
+)
+
+MAX_THREADS = 1024  # as RunConfig.threads
+_F32 = " (the reservoir computes in float32)"
 
 
 def add_commands(sub: Any, common: Common) -> None:
     sp = common.parser(sub, "bench", "benchmark task generation or model training throughput")
     sp.add_argument("what", choices=("tasks", "models"))
-    sp.add_argument("--threads", type=positive_int("--threads"), default=1)
+    sp.add_argument("--threads", type=positive_int_at_most("--threads", MAX_THREADS), default=1)
     sp.add_argument("--batch-size", type=positive_int("--batch-size"), dest="batch_size",
                     help="(default: 256 for tasks, 32 for models)")
-    sp.add_argument("--models", nargs="+")
-    sp.add_argument("--tasks", nargs="+")
-    sp.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"))
+    sp.add_argument("--models", nargs="+", help="bench models: only these models (lstm, the reference, is always timed)")
+    sp.add_argument("--tasks", nargs="+", help="bench tasks: only these tasks")
+    sp.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="bench models: where to train")
     sp.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     sp.set_defaults(func=cmd_bench)
 
@@ -25,11 +40,13 @@ def add_commands(sub: Any, common: Common) -> None:
     sp.add_argument("--sizes", type=positive_int("--sizes"), nargs="+", default=[25, 50, 100, 200, 400], help="reservoir sizes N")
     sp.add_argument("--seeds", type=non_negative_int("--seeds"), nargs="+", default=[0, 1, 2])
     sp.add_argument("--model", default="esn", help="a registered model with reservoir_states()")
-    sp.add_argument("--input-range", type=positive_float("--input-range"), default=0.5, dest="input_range", help="u(n) ~ U(-a, a)")
-    sp.add_argument("--input-scaling", type=positive_float("--input-scaling"), default=1.0, dest="input_scaling",
-                    help="the reservoir's W_in scale")
-    sp.add_argument("--spectral-radius", type=positive_float("--spectral-radius"), default=0.95, dest="spectral_radius")
-    sp.add_argument("--threads", type=positive_int("--threads"), default=1)
+    sp.add_argument("--input-range", type=positive_float("--input-range", FLOAT32_MAX, _F32), default=0.5,
+                    dest="input_range", help="u(n) ~ U(-a, a)")
+    sp.add_argument("--input-scaling", type=positive_float("--input-scaling", FLOAT32_MAX, _F32), default=1.0,
+                    dest="input_scaling", help="the reservoir's W_in scale")
+    sp.add_argument("--spectral-radius", type=positive_float("--spectral-radius", FLOAT32_MAX, _F32), default=0.95,
+                    dest="spectral_radius")
+    sp.add_argument("--threads", type=positive_int_at_most("--threads", MAX_THREADS), default=1)
     sp.add_argument("--json", metavar="FILE", help="also write the table and every run as JSON")
     sp.set_defaults(func=cmd_capacity)
 
@@ -52,18 +69,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from memtasks.tasks import TASKS
 
     load_plugins(args.plugin)
-    out = output_file(args.json, "--json", (".json",)) if args.json else None
-    for name in args.models or ():
+    out = output_file(args.json, "--json", (".json",)) if args.json is not None else None
+    # a flag of the other kind of bench would be ignored: say so instead
+    if args.what == "tasks" and args.models is not None:
+        raise CLIError("--models applies to `memtasks bench models`; `bench tasks` times task generation (use --tasks)")
+    if args.what == "tasks" and args.device != "cpu":
+        raise CLIError(f"--device {args.device} applies to `memtasks bench models`; `bench tasks` generates on the CPU")
+    if args.what == "models" and args.tasks is not None:
+        raise CLIError("--tasks applies to `memtasks bench tasks`; `bench models` trains on copy (use --models)")
+    tasks, models = unique("--tasks", args.tasks), unique("--models", args.models)
+    for name in models or ():
         MODELS.get(name)
-    for name in args.tasks or ():
+    for name in tasks or ():
         TASKS.get(name)
     _check_device(args.device)
+    if args.what == "tasks":  # a plugin task that cannot sample is named before anything is timed
+        for name in tasks or TASKS.names():
+            with plugin_code(TASKS.get(name), f"task {name!r}: sampling"):
+                bench.get_task(name).sample(1, torch.Generator().manual_seed(0))
+    else:
+        from memtasks.models import build_model
+        from memtasks.tasks import get_task
+
+        copy = get_task("copy")
+        for name in models or ():
+            with plugin_code(MODELS.get(name), f"model {name!r}: building it"):
+                build_model(name, copy.d_in, copy.d_out)
     torch.set_num_threads(args.threads)
     info = bench.machine_info(args.threads)
     if args.what == "tasks":
-        rows = bench.bench_tasks(batch_size=args.batch_size or 256, tasks=args.tasks)
+        rows = bench.bench_tasks(batch_size=args.batch_size or 256, tasks=tasks)
     else:
-        rows = bench.bench_models(models=args.models, batch_size=args.batch_size or 32, device=args.device)
+        rows = bench.bench_models(models=models, batch_size=args.batch_size or 32, device=args.device)
     print(" ".join(f"{k}={v}" for k, v in info.items()))
     print(tabulate(rows, headers="keys", tablefmt="github"))
     if out is not None:
@@ -82,7 +119,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from memtasks.models import MODELS
 
     load_plugins(args.plugin)
-    out = output_file(args.json, "--json", (".json",)) if args.json else None
+    out = output_file(args.json, "--json", (".json",)) if args.json is not None else None
     cls = MODELS.get(args.model)
     if not callable(getattr(cls, "reservoir_states", None)):
         raise CLIError(
@@ -99,8 +136,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
             )
     torch.set_num_threads(args.threads)
     hparams = {"input_scaling": args.input_scaling, "spectral_radius": args.spectral_radius}
-    sizes = list(dict.fromkeys(args.sizes))
-    seeds = list(dict.fromkeys(args.seeds))
+    sizes = unique("--sizes", args.sizes)
+    seeds = unique("--seeds", args.seeds)
     runs = [
         memory_capacity(n, seed=s, model=args.model, input_range=args.input_range, **hparams)
         for n in sizes

@@ -3,9 +3,12 @@ made before any work starts, so a wrong path costs nothing and leaves nothing ha
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from memtasks.core.errors import MemtasksError
 
@@ -54,10 +57,25 @@ class Common:
 
 
 def load_plugins(names: Sequence[str] | None) -> tuple[str, ...]:
+    """Import each ``--plugin``; a plugin that registers no task or model is named on stderr."""
     from memtasks.core.registry import load_plugin
+    from memtasks.models import MODELS
+    from memtasks.tasks import TASKS
 
     for spec in names or ():
+        path = Path(spec)
+        if not spec.strip():
+            raise CLIError("--plugin '': empty; give a .py file or an importable module name")
+        if path.is_dir():
+            raise CLIError(f"--plugin {spec}: is a folder; give a .py file or an importable module name")
+        if path.is_file() and path.suffix != ".py":
+            raise CLIError(f"--plugin {spec}: not a Python file; give a .py file or an importable module name")
+        before = (len(TASKS.names()), len(MODELS.names()))
+        loaded = set(sys.modules)
         load_plugin(spec)
+        fresh = set(sys.modules) - loaded  # a plugin imported before registers nothing new, rightly
+        if fresh and (len(TASKS.names()), len(MODELS.names())) == before:
+            print(f"memtasks: warning: --plugin {spec} registered no task or model", file=sys.stderr)
     return tuple(names or ())
 
 
@@ -89,22 +107,56 @@ def non_negative_int(flag: str) -> Any:
     return parse
 
 
-def positive_float(flag: str) -> Any:
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def positive_float(flag: str, hi: float | None = None, why: str = "") -> Any:
+    """An argparse type: a finite number > 0 (and <= ``hi``, for the reason ``why``)."""
+
     def parse(raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} expects a number > 0, got {raw!r}") from None
-        if not value > 0 or value == float("inf"):
+        if not value > 0 or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{flag} expects a finite number > 0, got {raw}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"{flag} expects a number in (0, {hi:g}]{why}, got {raw}")
         return value
 
     return parse
 
 
+def positive_int_at_most(flag: str, hi: int) -> Any:
+    """An argparse type: an integer in [1, ``hi``]."""
+    base = positive_int(flag)
+
+    def parse(raw: str) -> int:
+        value = base(raw)
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number in [1, {hi}], got {value}")
+        return value
+
+    return parse
+
+
+def unique(flag: str, values: Sequence[Any] | None) -> list[Any] | None:
+    """``values`` with repeats dropped, naming the repeats on stderr (each item is measured once)."""
+    if values is None:
+        return None
+    out = list(dict.fromkeys(values))
+    if len(out) != len(values):
+        repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+        print(f"memtasks: warning: {flag} lists {', '.join(map(str, repeated))} more than once; each runs once",
+              file=sys.stderr)
+    return out
+
+
 def output_file(path: str | os.PathLike[str], flag: str, suffixes: Sequence[str] | None = None) -> Path:
     """Check that ``path`` can be written as a file: not a folder, its folder exists and is
     writable, and (if given) its suffix is one of ``suffixes``."""
+    if not str(path).strip():
+        raise CLIError(f"{flag} '': empty file name; give a file name" + (f" ending in {', '.join(suffixes)}" if suffixes else ""))
     p = Path(path)
     if p.is_dir():
         raise CLIError(f"{flag} {p}: is a folder; give a file name")
@@ -123,6 +175,8 @@ def output_file(path: str | os.PathLike[str], flag: str, suffixes: Sequence[str]
 def output_folder(path: str | os.PathLike[str], flag: str) -> Path:
     """Check that ``path`` is (or can be created as) a writable folder; the command creates it
     when it has something to write, so a failing command leaves no empty folder behind."""
+    if not str(path).strip():
+        raise CLIError(f"{flag} '': empty folder name; give a folder (. for this one)")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CLIError(f"{flag} {p}: is a file, not a folder; give a folder")
@@ -134,6 +188,28 @@ def output_folder(path: str | os.PathLike[str], flag: str) -> Path:
     if not os.access(probe, os.W_OK):
         raise CLIError(f"{flag} {p}: {probe} is not writable")
     return p
+
+
+@contextlib.contextmanager
+def plugin_code(cls: type, what: str) -> Iterator[None]:
+    """Around a call into a task's or model's own code: where the class comes from a plugin, an
+    exception it raises is that plugin's fault, reported in one line naming it (exit status 2),
+    not as a bug in memtasks. memtasks' own classes are left alone: their exceptions are bugs."""
+    module = cls.__module__
+    try:
+        yield
+    except (MemtasksError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if module == "memtasks" or module.startswith("memtasks."):
+            raise
+        import inspect
+
+        try:
+            where = inspect.getsourcefile(cls) or module
+        except TypeError:
+            where = module
+        raise CLIError(f"{what} failed in plugin code ({where}): {type(exc).__name__}: {exc}") from exc
 
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")

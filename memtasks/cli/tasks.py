@@ -4,7 +4,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from memtasks.cli.common import FIGURE_SUFFIXES, CLIError, Common, load_plugins, non_negative_int, output_file, positive_int
+from memtasks.cli.common import (
+    FIGURE_SUFFIXES,
+    CLIError,
+    Common,
+    load_plugins,
+    non_negative_int,
+    output_file,
+    plugin_code,
+    positive_int,
+)
 
 
 def add_commands(sub: Any, common: Common) -> None:
@@ -24,11 +33,12 @@ def add_commands(sub: Any, common: Common) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from memtasks.tasks import get_task, list_tasks
+    from memtasks.tasks import TASKS, get_task, list_tasks
 
     load_plugins(args.plugin)
     for name in list_tasks():
-        print(get_task(name).describe())
+        with plugin_code(TASKS.get(name), f"task {name!r}"):
+            print(get_task(name).describe())
     return 0
 
 
@@ -43,7 +53,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in MODELS.names():
         cls = MODELS.get(name)
-        model = build_model(name, task.d_in, task.d_out)
+        with plugin_code(cls, f"model {name!r}: building it"):
+            model = build_model(name, task.d_in, task.d_out)
         knob = cls.size_knob
         doc = (cls.__doc__ or "").strip().splitlines()
         rows.append(
@@ -67,13 +78,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     from memtasks.viz import plot_example, text_grid
 
     load_plugins(args.plugin)
-    png = output_file(args.png, "--png", FIGURE_SUFFIXES) if args.png else None
+    png = output_file(args.png, "--png", FIGURE_SUFFIXES) if args.png is not None else None
     task = get_task(args.task)
     if args.length is not None:
         check_sample_size(task, 1, args.length, what="--length")
     try:
-        batch = task.sample(1, torch.Generator().manual_seed(args.seed), length=args.length)
+        with plugin_code(type(task), f"task {task.name!r}: sampling"):
+            batch = task.sample(1, torch.Generator().manual_seed(args.seed), length=args.length)
     except (TypeError, ValueError) as exc:
+        if isinstance(exc, CLIError) or args.length is None:
+            raise
         raise CLIError(f"--length {args.length}: {exc}") from None
     length = int(batch.lengths[0])
     print(f"{task.name} (length {length}, seed {args.seed}); d_in={task.d_in} d_out={task.d_out} loss={task.loss}")

@@ -28,6 +28,7 @@ Precedence for a cell's RunConfig: ``[train]`` < ``[tasks.T.train]`` < ``[models
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 try:
     import tomllib
@@ -77,9 +78,18 @@ def load_spec(name_or_path: str) -> MatrixSpec:
         source = f"preset {name_or_path!r}"
     else:
         path = Path(name_or_path)
+        if not name_or_path.strip():
+            raise SpecError(f"'': empty; give a preset ({', '.join(PRESETS)}) or a TOML spec file")
+        if path.is_dir():
+            raise SpecError(f"{name_or_path}: is a folder; give a TOML spec file or a preset ({', '.join(PRESETS)})")
         if not path.is_file():
-            raise SpecError(f"{name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a TOML file")
-        text = path.read_text()
+            close = difflib.get_close_matches(name_or_path, PRESETS, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"{name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a TOML file{hint}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); a spec is a UTF-8 TOML file") from None
         source = str(path)
     try:
         data = tomllib.loads(text)
@@ -113,7 +123,14 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec", default_name: str 
         raise SpecError(f"{source}: [tasks] is empty; name at least one task")
     if not models:
         raise SpecError(f"{source}: [models] is empty; name at least one model")
-    spec = MatrixSpec(name, group, tuple(seeds), train, tasks, models, str(data.get("description", "")), source)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(f"{source}: description must be a string, got {description!r}")
+    for kind, tables in (("tasks", tasks), ("models", models)):
+        for key, table in tables.items():
+            if "train" in table:
+                _table(table["train"], source, f"{kind}.{key}.train")
+    spec = MatrixSpec(name, group, tuple(seeds), train, tasks, models, description, source)
     expand(spec)  # validates every cell now, so errors surface before anything runs
     return spec
 
@@ -158,6 +175,7 @@ def expand(
                 raise SpecError(f"{spec.source}: --models {exc}") from None
         spec = dataclasses.replace(spec, models={**spec.models, **{m: {} for m in extra}})
     base = _run_fields(spec.train, spec.source, "train")
+    _check_sets(sets or [], spec.source)
     cells = []
     seed_list = _unique("--seeds" if seeds is not None else "seeds", seeds if seeds is not None else spec.seeds, spec.source)
     tasks = _unique("--tasks", tasks, spec.source) if tasks else tasks
@@ -180,7 +198,7 @@ def expand(
                 raise SpecError(f"{spec.source}: [models.{model_name}] {exc}") from None
             hparams = {k: v for k, v in model_table.items() if k != "train"}
             model_train = _run_fields(model_table.get("train", {}), spec.source, f"models.{model_name}.train")
-            for seed in seed_list:
+            for i, seed in enumerate(seed_list):
                 fields = {**base, **task_train, **model_train}
                 if group is not None:
                     fields["group"] = group
@@ -190,7 +208,7 @@ def expand(
                         task=task_name, model=model_name, seed=seed, task_params=task_params, model_params=hparams, **fields
                     )
                     cfg = cfg.with_sets(sets or [])
-                    _check_cell(cfg)
+                    _check_cell(cfg, sizes=i == 0)  # a cell's sizes do not depend on its seed
                 except (TypeError, ValueError) as exc:
                     raise SpecError(f"{spec.source}: cell {task_name} x {model_name}: {exc}") from None
                 cells.append(cfg)
@@ -206,13 +224,78 @@ def _unique(what: str, values: Any, source: str) -> list[Any]:
     return out
 
 
-def _check_cell(cfg: RunConfig) -> None:
+_SET_BY_MATRIX = {"task": "--tasks", "model": "--models", "seed": "--seeds", "group": "--group"}
+
+
+def _check_sets(sets: list[str], source: str) -> None:
+    """``--set`` may not change what identifies a cell: two cells would become one run."""
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        if key in _SET_BY_MATRIX:
+            raise SpecError(
+                f"{source}: --set {item}: the matrix gives every cell its own {key}; "
+                f"choose them with {_SET_BY_MATRIX[key]} instead"
+            )
+
+
+def _check_cell(cfg: RunConfig, sizes: bool = True) -> None:
     """Build the task and check the model's config so a bad value fails before the matrix starts."""
     from memtasks.tasks import get_task
     from memtasks.models import MODELS, model_config
 
-    get_task(cfg.task, **cfg.task_params)
+    task = get_task(cfg.task, **cfg.task_params)
     model_config(cfg.model, **cfg.model_params)
     knob = MODELS.get(cfg.model).size_knob
     if cfg.param_budget is not None and knob in cfg.model_params:
         raise ConfigError(f"param_budget and {knob} both set for {cfg.model}; give one")
+    if sizes:
+        _check_sizes(cfg, task)
+
+
+_SIZES_CHECKED: set[str] = set()
+
+
+def _check_sizes(cfg: RunConfig, task: Any) -> None:
+    """Refuse now what a cell's run would refuse when it starts: a parameter budget the model
+    cannot meet, a model or a batch too large for this machine's memory. The model is built on the
+    meta device, which allocates nothing; a closed-form model (it draws its reservoir on the CPU)
+    or one that cannot be built there is sized when its run starts (the trainer checks the same
+    again)."""
+    import json
+
+    import torch
+
+    from memtasks.core.errors import MemtasksError
+    from memtasks.core.limits import GIB, memory_limit_bytes
+    from memtasks.models import MODELS
+    from memtasks.models.base import BYTES_PER_TRAINED_PARAM
+    from memtasks.tasks.limits import check_sample_size
+    from memtasks.train.build import make_model
+
+    key = json.dumps([cfg.task, cfg.task_params, cfg.model, cfg.model_params, cfg.param_budget, cfg.batch_size,
+                      cfg.eval_size], sort_keys=True, default=str)
+    if key in _SIZES_CHECKED:  # the spec is expanded again when the matrix is planned
+        return
+    try:
+        if MODELS.get(cfg.model).closed_form:
+            raise NotImplementedError("closed form")
+        with torch.device("meta"):
+            model = make_model(cfg, task)
+            trainable, state = model.param_counts()[0], model.state_size()
+    except MemtasksError:
+        raise
+    except Exception:  # noqa: BLE001 -- e.g. a model that copies data while it is built
+        log.debug("%s cannot be built on the meta device; its sizes are checked when its runs start", cfg.model)
+        state = 0
+    else:
+        if trainable * BYTES_PER_TRAINED_PARAM > memory_limit_bytes():
+            raise ConfigError(
+                f"{trainable:,} trainable parameters of model {cfg.model!r} ({dict(cfg.model_params) or 'defaults'}) need "
+                f"about {trainable * BYTES_PER_TRAINED_PARAM / GIB:,.1f} GiB to train, over the limit of "
+                f"{memory_limit_bytes() / GIB:,.1f} GiB (half of this machine's memory); use a smaller model"
+            )
+    check_sample_size(task, cfg.batch_size, None, "training length", state)
+    for length, _ in task.eval_points().values():
+        if length is not None:
+            check_sample_size(task, cfg.eval_size, length, "generalisation length", state)
+    _SIZES_CHECKED.add(key)

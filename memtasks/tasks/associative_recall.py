@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memtasks.core.config import check_int
+from memtasks.core.config import ConfigError, check_int
 from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
@@ -74,7 +74,7 @@ class AssociativeRecall(Task):
         """K distinct items need K <= 2**(bits·item_size) possible items."""
         n_bits = self.bits * self.item_size
         if n_bits < 63 and k > 2**n_bits:
-            raise ValueError(
+            raise ConfigError(
                 f"associative_recall.{what}={k} is out of range: bits={self.bits} x item_size="
                 f"{self.item_size} allow only {2**n_bits} distinct items; allowed: [2, {2**n_bits}]"
             )
@@ -101,7 +101,7 @@ class AssociativeRecall(Task):
         K = int(lengths.max())
         k_min = int(lengths.min())
         if k_min < 2:
-            raise ValueError(f"associative_recall.length={k_min} is out of range; allowed: [2, {_MAX}]")
+            raise ConfigError(f"associative_recall.length={k_min} is out of range; allowed: [2, {_MAX}]")
         self._check_capacity("length", K)
 
         valid = torch.arange(K, device=dev).unsqueeze(0) < lengths.unsqueeze(1)  # (n, K)

@@ -10,7 +10,7 @@ REQUIRED of a task subclass
       given per-sequence lengths, drawing every random number from ``generator`` on
       ``generator.device`` with no per-sequence Python loop;
     * ``max_steps(length) -> int``: the number of time steps of a sequence of that length;
-    * ``validate()``: raise ``ValueError`` naming the field, value and allowed range;
+    * ``validate()``: raise ``ConfigError`` (a ``ValueError``) naming the field, value and allowed range;
     * a docstring with a worked example (inputs, targets, scored steps).
 
 OPTIONAL
@@ -46,8 +46,8 @@ from typing import Any, ClassVar
 import torch
 
 from memtasks import metrics as M
-from memtasks.core.config import check_int, check_keys
-from memtasks.core.registry import Registry
+from memtasks.core.config import ConfigError, check_int, check_keys
+from memtasks.core.registry import Registry, RegistryError
 from memtasks.core.seeds import stable_seed
 from memtasks.tasks import chance
 from memtasks.tasks.chance import TargetMoments
@@ -133,10 +133,20 @@ class Task:
     registry_name: ClassVar[str]
 
     def __post_init__(self) -> None:
+        owner = getattr(type(self), "registry_name", type(self).__name__)
+        gen = getattr(self, "generalise", ())
+        if not isinstance(gen, (tuple, list)):  # validate() iterates it; an int or a table would not say so
+            raise ConfigError(f"{owner}.generalise must be a list of integers, got {gen!r}")
         self.validate()
         lo, hi = self.train_range
         if not 1 <= lo <= hi:
-            raise ValueError(f"{self.name}: training range must satisfy 1 <= lo <= hi, got ({lo}, {hi})")
+            raise ConfigError(f"{owner}: training range must satisfy 1 <= lo <= hi, got ({lo}, {hi})")
+        lengths = list(self.generalisation_lengths)
+        repeated = sorted({n for n in lengths if lengths.count(n) > 1}, key=str)
+        if repeated:  # each length is one evaluation point; a repeat would be evaluated once, silently
+            raise ConfigError(
+                f"{owner}.generalise lists {', '.join(map(str, repeated))} more than once; give each length once"
+            )
 
     # --- declarations --------------------------------------------------------------
     @property
@@ -164,7 +174,7 @@ class Task:
         raise NotImplementedError
 
     def validate(self) -> None:
-        """Check every field; raise ``ValueError`` naming the field, value and allowed range."""
+        """Check every field; raise ``ConfigError`` naming the field, value and allowed range."""
 
     def _generate(self, lengths: torch.Tensor, generator: torch.Generator, **overrides: Any) -> Batch:
         raise NotImplementedError
@@ -344,7 +354,32 @@ def _moments_cached(task: Task, length: int | None, overrides: tuple[tuple[str, 
     return chance.empirical(batch.targets, batch.mask)
 
 
-TASKS: Registry[Task] = Registry("task", Task, "memtasks.tasks")
+_REQUIRED = ("d_in", "d_out", "train_range", "max_steps", "_generate")
+
+
+def _check_task_class(cls: type) -> None:
+    """The task contract, checked once at registration so a plugin task that breaks it is named
+    when it is loaded, not by a ``NotImplementedError`` deep inside sampling."""
+    missing = [m for m in _REQUIRED if getattr(cls, m) is getattr(Task, m)]
+    if missing:
+        raise RegistryError(
+            f"task class {cls.__qualname__} must implement {', '.join(missing)} (see memtasks.tasks.base)"
+        )
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise RegistryError(f"task class {cls.__qualname__} must be a @dataclass(frozen=True)")
+    no_default = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    if no_default:
+        raise RegistryError(
+            f"task class {cls.__qualname__}: field(s) {', '.join(no_default)} have no default; "
+            "give every task parameter a default"
+        )
+
+
+TASKS: Registry[Task] = Registry("task", Task, "memtasks.tasks", check=_check_task_class)
 register_task = TASKS.register
 
 
@@ -355,7 +390,12 @@ def get_task(name: str, **overrides: Any) -> Task:
     """
     cls = TASKS.get(name)
     check_keys(cls, overrides, f"{name} task parameter")
-    return cls(**overrides)
+    try:
+        return cls(**overrides)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # a plugin task's own validation: still the user's input
+        raise ConfigError(f"task {name!r}: {exc}") from None
 
 
 def list_tasks() -> list[str]:

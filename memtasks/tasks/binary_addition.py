@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memtasks.core.config import check_choice, check_int
+from memtasks.core.config import ConfigError, check_choice, check_int
 from memtasks.tasks import chance
 from memtasks.tasks.base import Batch, Task, register_task
 
@@ -91,7 +91,7 @@ class BinaryAddition(Task):
         check_int(self.name, "min_bits", self.min_bits, 1, 100_000)
         check_int(self.name, "max_bits", self.max_bits, self.min_bits, 100_000)
         if not isinstance(self.generalise, tuple):
-            raise ValueError(f"{self.name}.generalise must be a tuple of integers, got {self.generalise!r}")
+            raise ConfigError(f"{self.name}.generalise must be a tuple of integers, got {self.generalise!r}")
         for n in self.generalise:
             check_int(self.name, "generalise", n, 1, 100_000)
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from memtasks.core.config import check_int
+from memtasks.core.config import ConfigError, check_int
 from memtasks.tasks import chance
 from memtasks.tasks.base import Batch, Task, register_task
 
@@ -48,11 +48,11 @@ def _uniform_int(lo: torch.Tensor, hi: torch.Tensor, generator: torch.Generator)
 def draw_marker_layout(base_lengths: torch.Tensor, generator: torch.Generator, owner: str) -> MarkerLayout:
     """Draw T, i and j for each sequence of base length T0 = ``base_lengths`` ``(B,)``.
 
-    Raises ``ValueError`` (naming ``owner``) when some T0 < 22, where [10, floor(T/2)) may be empty.
+    Raises ``ConfigError`` (a ``ValueError``) (naming ``owner``) when some T0 < 22, where [10, floor(T/2)) may be empty.
     """
     shortest = int(base_lengths.min())
     if shortest < MIN_BASE_LENGTH:
-        raise ValueError(
+        raise ConfigError(
             f"{owner}: length (base length T0)={shortest} is too short; the second marker lies in "
             f"[{FIRST_MARK_END}, floor(T/2)), which needs T0 >= {MIN_BASE_LENGTH}"
         )
@@ -206,6 +206,6 @@ def validate_marker_lengths(owner: str, base_length: int, generalise: tuple[int,
     """The field checks shared by the two-marker tasks."""
     check_int(owner, "base_length", base_length, MIN_BASE_LENGTH, 1_000_000)
     if not isinstance(generalise, tuple):
-        raise ValueError(f"{owner}.generalise must be a tuple of integers, got {generalise!r}")
+        raise ConfigError(f"{owner}.generalise must be a tuple of integers, got {generalise!r}")
     for n in generalise:
         check_int(owner, "generalise", n, MIN_BASE_LENGTH, 1_000_000)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from memtasks import metrics as M
-from memtasks.core.config import check_int
+from memtasks.core.config import ConfigError, check_int
 from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Reference, Task, register_task
 
@@ -130,7 +130,7 @@ class DynamicNgrams(Task):
         check_int(self.name, "order", self.order, 2, MAX_ORDER)
         check_int(self.name, "num_bits", self.num_bits, self.order, 100_000)
         if not isinstance(self.generalise, tuple):
-            raise ValueError(f"{self.name}.generalise must be a tuple of integers, got {self.generalise!r}")
+            raise ConfigError(f"{self.name}.generalise must be a tuple of integers, got {self.generalise!r}")
         for n in self.generalise:
             check_int(self.name, "generalise", n, self.order, 100_000)
 
@@ -152,7 +152,7 @@ class DynamicNgrams(Task):
     def _generate(self, lengths: torch.Tensor, generator: torch.Generator) -> Batch:
         shortest = int(lengths.min())
         if shortest < self.order:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name}: length (number of bits)={shortest} is too short; allowed: >= order={self.order}"
             )
         dev = generator.device

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memtasks.core.config import check_int
+from memtasks.core.config import ConfigError, check_int
 from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 
@@ -99,7 +99,7 @@ class PrioritySort(Task):
         N = int(lengths.max())
         n_min = int(lengths.min())
         if n_min < 2:
-            raise ValueError(f"priority_sort.length={n_min} is out of range; allowed: [2, {_MAX}]")
+            raise ConfigError(f"priority_sort.length={n_min} is out of range; allowed: [2, {_MAX}]")
         k = n_outputs(lengths)  # (n,)
         K = int(n_outputs(N))
         T = N + 1 + K  # N + 1 + floor(4N/5) grows with N, so the longest row sets T

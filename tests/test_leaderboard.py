@@ -98,20 +98,25 @@ def test_aggregation_by_hand(hand_runs: Path) -> None:
     assert b["primary_mean"] == 0.5 and math.isnan(b["primary_std"])  # the diverged seed has no metrics
     assert (b["ok"], b["diverged"], b["solved"], b["runs"]) == (1, 1, 1, 2)
     assert math.isinf(b["median_to_solve"]) and b["throughput"] == 100.0
-    assert (b["rank"], a["rank"]) == (1.0, 2.0)
-    assert agg.loc[("adding", "a")]["primary"] == "mse" and agg.loc[("adding", "a")]["rank"] == 1.0
+    # a's 95% interval: 2 ± t(0.975, 1)·√2/√2 = 2 ± 12.7062; b has one finished seed: no interval, no rank
+    assert a["primary_ci"] == pytest.approx(12.7062) and a["primary_n"] == 2 and a["rank"] == 1.0
+    assert math.isnan(b["primary_ci"]) and b["primary_n"] == 1 and math.isnan(b["rank"])
+    assert agg.loc[("adding", "a")]["primary"] == "mse" and math.isnan(agg.loc[("adding", "a")]["rank"])
     assert not agg.loc[("adding", "a")]["task_solved"]
+    assert math.isnan(a["chance"])  # these records do not say their evaluation set's size: chance unknown
 
     ov = overall(summarise(df)).set_index("entry")
-    assert list(ov.index) == ["b", "a"]  # mean ranks 1.0 and 1.5
-    assert ov.loc["a", "mean_rank"] == 1.5 and ov.loc["a", "tasks_solved"] == 1 and ov.loc["a", "tasks_run"] == 2
-    assert ov.loc["b", "mean_rank"] == 1.0 and ov.loc["b", "tasks_solved"] == 1 and ov.loc["b", "tasks_run"] == 1
+    assert list(ov.index) == ["a", "b"]  # a ranked on copy; b on nothing
+    assert ov.loc["a", "mean_rank"] == 1.0 and ov.loc["a", "tasks_ranked"] == 1 and ov.loc["a", "tasks_run"] == 2
+    assert ov.loc["a", "tasks_solved"] == 1
+    assert math.isnan(ov.loc["b", "mean_rank"]) and ov.loc["b", "tasks_solved"] == 1 and ov.loc["b", "tasks_run"] == 1
 
     text = leaderboard_markdown(df)
     copy_table = text.split("## copy")[1].split("## Overall")[0]
     assert copy_table.index("| b ") < copy_table.index("| a ")  # best first
-    assert "| 2.00 ± 1.41 " in copy_table and "| 1.00 (s0) " in copy_table and "| 37.5 ± 17.7% " in copy_table
-    assert "| 1 diverged " in copy_table and "| 1/2 " in copy_table and "| 0.500 " in copy_table
+    assert "| 2.00 ± 12.7 " in copy_table and "| 1.00 (s0) " in copy_table and "| 37.5 ± 158.8% " in copy_table
+    assert "| 0.500 (n=1) " in copy_table  # one seed: the mean, marked
+    assert "| 1 diverged " in copy_table and "| 1/2 " in copy_table
     assert "2024-03-02T10:00:00Z" in text  # the latest finished_at, not today's date
     assert "copy (1,000 vs ≈1,000,000)" in text and "adding (" not in text.split("## ")[0]
     assert "| testbox" not in text and "cpu (testbox): 5 runs" in text
@@ -187,10 +192,109 @@ def test_compare_unknown_model(tmp_path: Path) -> None:
         compare(["lstm"], [FIXTURES], "priority_sort", None, tmp_path, "disabled")
 
 
-def test_model_with_no_finished_seed_ranks_last(hand_runs: Path) -> None:
+def test_model_with_no_finished_seed_is_not_ranked(hand_runs: Path) -> None:
     _write_run(hand_runs, "copy", "c", 0, {}, status="failed")
     df, _ = collect([hand_runs])
     agg = summarise(df).set_index(["task", "entry"])
-    assert agg.loc[("copy", "c"), "rank"] == 3.0 and math.isnan(agg.loc[("copy", "c"), "primary_mean"])
-    row = next(line for line in leaderboard_markdown(df).splitlines() if line.startswith("| c "))
+    assert math.isnan(agg.loc[("copy", "c"), "rank"]) and math.isnan(agg.loc[("copy", "c"), "primary_mean"])
+    text = leaderboard_markdown(df)
+    copy_table = text.split("## copy")[1].split("## Overall")[0]
+    assert copy_table.index("| a ") < copy_table.index("| c ")  # listed last
+    row = next(line for line in text.splitlines() if line.startswith("| c "))
     assert "| 1 failed" in row and "| 0/1 " in row and "(s" not in row
+
+
+# --- statistics on the leaderboard, from hand-made records --------------------------------------
+COPY = {"bits": 2, "max_length": 3, "generalise": [6]}
+
+
+def _stat_run(root: Path, task: str, model: str, seed: int, curve: list[tuple[int, float]], *,
+              to_solve: int | None = None, commit: str = "c0ffee" * 6 + "abcd", params: dict[str, Any] = COPY) -> None:
+    """A finished run whose metrics.jsonl holds ``curve`` (sequences, train cost), 32 sequences per update."""
+    d = root / "pub" / task / model / f"seed-{seed}"
+    d.mkdir(parents=True)
+    final = {"train": {"cost": curve[-1][1], "bit_errors": 0.0, "seq_accuracy": 0.5}}
+    result: dict[str, Any] = {
+        "schema_version": 1, "status": "ok", "task": task, "model": model, "seed": seed, "group": "pub",
+        "final": final, "sequences_seen": curve[-1][0], "sequences_to_solve": to_solve, "solved": to_solve is not None,
+        "trainable_params": 10, "total_params": 10, "state_size": 4, "wall_time_s": 1.0, "throughput": 100.0,
+        "error": None, "diverged_at": None, "finished_at": "2024-01-01T00:00:00Z",
+        "stopped_early": False,
+    }
+    (d / "result.json").write_text(json.dumps(result))
+    config = {"run": {"sequences": 3200, "batch_size": 32, "eval_size": 16, "task_params": params},
+              "device": "cpu", "versions": {"memtasks": "0.1.0"}, "git_commit": commit}
+    (d / "config.json").write_text(json.dumps(config))
+    rows = [{"sequences": s, "step": s // 32, "metrics": {"train": {"cost": c}}} for s, c in curve]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _curve(end: float, start: float = 4.0) -> list[tuple[int, float]]:
+    return [(0, start), (1600, (start + end) / 2), (3200, end)]
+
+
+@pytest.fixture
+def published(tmp_path: Path) -> tuple[Path, float]:
+    from memtasks.tasks import get_task
+
+    task = get_task("copy", **{**COPY, "generalise": (6,)})
+    chance = task.chance_cost(None, task.eval_batch(None, 16))
+    root = tmp_path / "runs"
+    for seed, (good, mid, flat, above) in enumerate([(0.10, 1.00, 0.998, 1.05), (0.12, 1.10, 1.0, 1.06), (0.11, 1.05, 1.002, 1.07)]):
+        _stat_run(root, "copy", "good", seed, _curve(good), to_solve=1600 if seed < 2 else None)
+        _stat_run(root, "copy", "mid", seed, _curve(mid))
+        _stat_run(root, "copy", "flat", seed, _curve(flat * chance, start=chance))
+        _stat_run(root, "copy", "above", seed, _curve(above * chance, start=chance))
+        for model in ("good", "mid"):  # on delayed_xor, everyone sits at chance (1 bit)
+            _stat_run(root, "delayed_xor", model, seed, _curve(1.0 + seed / 100, start=1.0), params={"base_length": 22})
+    return root, chance
+
+
+def test_ranks_chance_and_curves_on_the_leaderboard(published: tuple[Path, float]) -> None:
+    root, chance = published
+    df, warnings = collect([root])
+    assert warnings == []
+    agg = summarise(df).set_index(["task", "entry"])
+    good, mid, flat, above = (agg.loc[("copy", m)] for m in ("good", "mid", "flat", "above"))
+    assert good["chance"] == pytest.approx(chance) and chance > 3
+    assert (good["rank"], mid["rank"]) == (1, 2)
+    assert flat["at_chance"] and above["at_chance"] and not mid["at_chance"]
+    assert flat["rank"] == above["rank"] == 3  # apart, but both at chance: not ranked against each other
+    assert good["removed_mean"] == pytest.approx(1 - 0.11 / chance)
+    # solved by 2 of 3 seeds at 1,600 sequences = 50 updates; mid never: not within budget
+    assert good["median_to_solve"] == 1600 and good["median_updates_to_solve"] == 50
+    assert math.isinf(mid["median_to_solve"])
+    # AULC: the curve 4 → m = (4+e)/2 → e at 0, 1600, 3200: trapezoids (4+m)/2 and (m+e)/2, each half the span; ÷ chance
+    e = [0.10, 0.12, 0.11]
+    assert good["aulc"] == pytest.approx(sum((4 + (4 + x) / 2) / 4 + ((4 + x) / 2 + x) / 4 for x in e) / 3 / chance)
+    assert good["improving"] and not flat["improving"]  # flat fell by 0.2% of chance in its last third
+    assert set(agg.loc["delayed_xor", "at_chance"]) == {True}
+    ov = overall(summarise(df)).set_index("entry")
+    assert ov.loc["good", "mean_rank"] == 1 and ov.loc["good", "tasks_ranked"] == 1  # delayed_xor left out
+
+    text = leaderboard_markdown(df)
+    assert "- **Commit:** one commit, `c0ffeec0ff`, for all 18 runs" in text
+    assert "budget 3,200 sequences = 100 updates of 32" in text
+    rows = _rows(text.split("## copy")[1].split("## delayed_xor")[0])
+    assert rows["*chance (input-independent)*"]["cost (bits/seq) mean ± 95% CI"] == f"{chance:.2f}"
+    assert rows["good"]["rank"] == "1" and rows["mid"]["rank"] == "2"
+    assert rows["flat"]["rank"] == rows["above"]["rank"] == "=3, at chance"
+    assert rows["good"]["to solve: seqs (updates)"] == "1,600 (50)"
+    assert rows["mid"]["to solve: seqs (updates)"] == "not within budget"
+    assert rows["good"]["improving"] == "yes" and rows["flat"]["improving"] == "no"
+    assert "Left out because every model is at chance there: delayed_xor." in text
+    assert "rank: delayed_xor (all at chance)" in text
+
+
+def _rows(section: str) -> dict[str, dict[str, str]]:
+    """The first table of ``section``: row name -> column header -> cell."""
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return {cells[0]: dict(zip(split[0], cells)) for cells in split[1:]}
+
+
+def test_several_commits_are_listed(published: tuple[Path, float]) -> None:
+    root, _ = published
+    _stat_run(root, "copy", "late", 0, _curve(0.5), commit="0123456789" * 4)
+    df, _ = collect([root])
+    assert "- **Commits:** not one commit: `0123456789` (1 run), `c0ffeec0ff` (18 runs)" in leaderboard_markdown(df)

@@ -38,7 +38,8 @@ def write_run(root: Path, group: str, task: str, model: str, seed: int, final: d
     if fit is not None:
         result["fit"] = fit
     store.write_json_atomic(d / "result.json", result)
-    config = {"run": {"sequences": 1000, "task_params": {}}, "device": "cpu", "versions": {"memtasks": "0.1.0"}}
+    config = {"run": {"sequences": 1000, "batch_size": 10, "eval_size": 16, "task_params": {}}, "device": "cpu",
+              "versions": {"memtasks": "0.1.0"}}
     store.write_json_atomic(d / "config.json", config)
     for seqs, value in curve or ():
         store.append_jsonl(d / "metrics.jsonl", {"sequences": seqs, "step": 1, "metrics": {"train": {metric: value}}})
@@ -189,9 +190,12 @@ def test_leaderboard_is_not_overwritten_by_other_groups(two_groups: Path, tmp_pa
 
 
 # --- one aggregation ---------------------------------------------------------------------------------
-def _cells(text: str, entry: str) -> list[str]:
-    line = next(x for x in text.splitlines() if x.startswith(f"| {entry} "))
-    return [c.strip() for c in line.strip("|").split("|")]
+def _cells(text: str, entry: str) -> dict[str, str]:
+    """The cells of ``entry``'s row in the first table of ``text``, by column header."""
+    lines = text.splitlines()
+    header = next(x for x in lines if x.startswith("| model "))
+    line = next(x for x in lines if x.startswith(f"| {entry} "))
+    return dict(zip(*([c.strip() for c in x.strip("|").split("|")] for x in (header, line))))
 
 
 def test_leaderboard_and_compare_report_the_same_numbers(tmp_path: Path) -> None:
@@ -212,12 +216,17 @@ def test_leaderboard_and_compare_report_the_same_numbers(tmp_path: Path) -> None
         cells = [[c.strip() for c in r.strip("|").split("|")] for r in result.text.splitlines() if r.startswith("| ")]
         row = {(c[0], c[1]): c[2:] for c in cells}  # (eval point, metric) -> one cell per entry
         col = ["a", "b"].index(entry)
-        assert lb[2] == row[("train", "cost (bits/seq)")][col]  # train cost mean ± std
-        assert lb[4] == row[("train", "seq accuracy")][col]  # train accuracy mean ± std
-        assert lb[1] == row[("", "trainable params")][col]
+        assert lb["cost (bits/seq) mean ± 95% CI"] == row[("train", "cost (bits/seq)")][col]
+        assert lb["seq acc mean ± 95% CI"] == row[("train", "seq accuracy")][col]
+        assert lb["params"] == row[("", "trainable params")][col]
+        for header, name in (("chance removed", "chance removed"), ("rank", "rank among these"), ("AULC", "AULC"),
+                             ("solved", "solved seeds"), ("to solve: seqs (updates)", "to solve: seqs (updates)")):
+            assert lb[header] == row[("", name)][col], header
         assert agg.loc[entry, "primary_mean"] == stats.loc[(entry, "train", "cost"), "mean"]
-    assert _cells(board.text, "a")[4] == "58.3 ± 38.2%"  # 0.5, 0.25 and 1.0: every finished seed with an accuracy
-    assert _cells(board.text, "b")[2] == "0.500"  # the diverged seed is not averaged in
+    # 0.5, 0.25 and 1.0: every finished seed with an accuracy; 95% CI t(0.975, 2)·0.3819/√3 = 0.949
+    assert _cells(board.text, "a")["seq acc mean ± 95% CI"] == "58.3 ± 94.9%"
+    assert _cells(board.text, "b")["cost (bits/seq) mean ± 95% CI"] == "0.500 (n=1)"  # the diverged seed is not averaged in
+    assert agg.loc["a", "chance"] == agg.loc["b", "chance"] > 10  # copy's chance on the 16 evaluation sequences
 
 
 # --- figures ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from memtasks.results import stats as S
 from memtasks.tasks import TASKS, get_task
 from memtasks.tasks.base import Task
 from memtasks.tasks.dynamic_ngrams import bayes_optimal_cost, sequence_bits
@@ -138,3 +139,87 @@ def test_counters_against_a_loop_and_the_bayes_optimum() -> None:
     assert costs[3] == pytest.approx(float(bayes_optimal_cost(sequence_bits(batch), batch.mask, 4).mean()))
     names = [name for name, _ in task.reference_levels(batch)]
     assert names[0] == "k=0 counter" and names[-1] == "k=3 counter (Bayes-optimal)"
+
+
+# --- intervals, by hand ---------------------------------------------------------------------------
+def _t_cdf(q: float, df: int) -> float:
+    """P(T <= q) for Student's t, by Simpson's rule on its density (for checking the table)."""
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    n = 200_000
+    h = q / n
+    f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+    return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 5, 9, 30, 31, 60])
+def test_t_quantiles(df: int) -> None:
+    assert _t_cdf(S.t975(df), df) == pytest.approx(0.975, abs=2e-5)
+
+
+def test_interval_by_hand() -> None:
+    two = S.interval([1.0, 3.0])  # mean 2, s = √2: half = 12.7062·√2/√2
+    assert (two.mean, two.n) == (2.0, 2) and two.half == pytest.approx(12.7062)
+    three = S.interval([1.0, 2.0, 3.0, float("nan")])  # NaN left out; s = 1: half = 4.3027/√3
+    assert three.n == 3 and three.half == pytest.approx(4.3027 / math.sqrt(3))
+    assert (three.low, three.high) == pytest.approx((2 - 2.48417, 2 + 2.48417), abs=1e-5)
+    one = S.interval([5.0])
+    assert one.mean == 5.0 and not one.has_interval and math.isnan(one.low)
+    assert S.interval([]).n == 0
+    assert S.half_width(1.0, 3) == pytest.approx(three.half) and math.isnan(S.half_width(1.0, 1))
+
+
+def _iv(low: float, high: float) -> S.Interval:
+    return S.Interval((low + high) / 2, (high - low) / 2, 3)
+
+
+def test_shared_ranks_by_hand() -> None:
+    # a chain of overlaps: A overlaps B, B overlaps C, A lies wholly below C
+    assert S.shared_ranks([_iv(1, 2), _iv(1.5, 3), _iv(2.5, 4)], [False] * 3) == [1, 1, 2]
+    # separate intervals: strict ranks; touching ends (2 = 2) are not separate
+    assert S.shared_ranks([_iv(0, 1), _iv(2, 3), _iv(4, 5)], [False] * 3) == [1, 2, 3]
+    assert S.shared_ranks([_iv(0, 2), _iv(2, 3)], [False] * 2) == [1, 1]
+    # one seed (no interval): no rank, and it beats no one
+    one = S.Interval(0.1, float("nan"), 1)
+    assert S.shared_ranks([one, _iv(2, 3)], [False, False]) == pytest.approx([float("nan"), 1], nan_ok=True)
+    # two models at chance (one below chance, one above it, intervals apart) share a rank;
+    # a model off chance that lies below both beats both
+    assert S.shared_ranks([_iv(9.0, 9.95), _iv(10.5, 11), _iv(1, 2)], [True, True, False]) == [2, 2, 1]
+
+
+def test_at_chance_by_hand() -> None:
+    chance = 10.0
+    assert S.at_chance(_iv(9.0, 9.95), chance)  # reaches 99.5% of chance: not clearly below it
+    assert not S.at_chance(_iv(8.0, 9.85), chance)  # removes more than 1% even at its upper end
+    assert S.at_chance(_iv(10.5, 11), chance)  # worse than chance is at chance
+    assert S.at_chance(S.Interval(9.95, float("nan"), 1), chance)  # one seed: its mean
+    assert not S.at_chance(S.Interval(9.8, float("nan"), 1), chance)
+    assert S.at_chance(_iv(1, 2), float("nan")) is None
+
+
+# --- learning curves, by hand ---------------------------------------------------------------------
+def test_curve_summary_by_hand() -> None:
+    c = S.curve_summary([0, 100, 200, 300], [4.0, 2.0, 1.0, 1.0], budget=300)
+    assert c.auc == pytest.approx((300 + 150 + 100) / 300)  # trapezoids (4+2)/2·100, (2+1)/2·100, (1+1)/2·100
+    assert (c.at_two_thirds, c.final, c.evals) == (1.0, 1.0, 4)  # 2/3 of 300 is the evaluation at 200
+    early = S.curve_summary([0, 100], [4.0, 0.0], budget=400)  # stopped early: 0 carried to the budget
+    assert early.auc == pytest.approx(200 / 400) and early.at_two_thirds == 4.0
+    between = S.curve_summary([0, 100, 250, 300], [4.0, 3.0, 2.0, 1.0])  # 2/3 of 300 = 200: the last at or before
+    assert between.at_two_thirds == 3.0 and between.auc == pytest.approx((350 + 375 + 75) / 300)
+    assert S.curve_summary([500], [2.0], budget=1000).auc == 2.0  # one evaluation: its value
+    assert S.curve_summary([], [], 10).evals == 0
+
+
+def test_still_improving_by_hand() -> None:
+    # fell from 2.0 to 1.0 on both seeds, spread 0.1: improving
+    assert S.still_improving([2.0, 2.0], [0.95, 1.05]) is True
+    # fell by 0.5 on average, but the seeds end 1.0 apart: within the spread
+    assert S.still_improving([2.0, 2.0], [1.0, 2.0]) is False
+    # fell by 2% of its cost: below the 5% floor, even with one seed (no spread)
+    assert S.still_improving([1.0], [0.98]) is False
+    assert S.still_improving([1.0], [0.9]) is True
+    assert S.still_improving([], []) is None
+
+
+def test_median_with_never() -> None:
+    assert S.median_with_never([100.0, 300.0, float("nan")]) == 300.0
+    assert math.isinf(S.median_with_never([100.0, float("nan")]))

@@ -3,8 +3,11 @@
 * :mod:`~memtasks.results.schema`: the typed, versioned run result (``result.json``);
 * :mod:`~memtasks.results.store`: run folders, atomic writes, reading and validating, "is this
   run finished", collecting records into a pandas table and exporting it (CSV / JSON);
-* :mod:`~memtasks.results.aggregate`: the one seed aggregation (leaderboard and compare);
-* :mod:`~memtasks.results.markdown` and :mod:`~memtasks.results.plots`: rendering only;
+* :mod:`~memtasks.results.aggregate`: the one seed aggregation (leaderboard and compare), with
+  the statistics of :mod:`~memtasks.results.stats` (95% intervals, shared ranks, at chance,
+  AULC, still improving);
+* :mod:`~memtasks.results.markdown`, :mod:`~memtasks.results.cells` and
+  :mod:`~memtasks.results.plots`: rendering only;
 * :mod:`~memtasks.results.leaderboard` and :mod:`~memtasks.results.comparison`: the two reports.
 
 Importing this package is cheap: the names below load their module on first use, so the

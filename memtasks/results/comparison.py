@@ -21,7 +21,8 @@ from memtasks.results.store import collect, eval_rows
 
 log = logging.getLogger(__name__)
 
-NOTE = "Final metrics: mean ± std over the seeds that finished (status ok); accuracy in %.\n"
+NOTE = ("Final metrics: mean ± half-width of the 95% t-interval over the seeds that finished (status ok; "
+        "(n=1): one seed, no interval); accuracy in %. Ranks, chance, AULC and budgets as in the leaderboard.\n")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from matplotlib.ticker import NullFormatter
 
 from memtasks.results.aggregate import eval_labels, reference_of, task_class
 from memtasks.results.errors import RecordError, ResultsError
-from memtasks.results.markdown import METRIC_NAMES, fmt
+from memtasks.results.cells import METRIC_NAMES, fmt
 from memtasks.results.store import eval_rows, task_instance
 
 FORMATS = (".png", ".pdf", ".svg")

@@ -38,7 +38,10 @@ BASE_COLUMNS = (
     "trainable_params", "total_params", "state_size", "wall_time_s", "throughput", "finished_at", "error",
     "closed_form", "budget", "device", "device_name", "memtasks_version", "torch_version", "python_version",
     "git_commit", "task_params", "train_lo", "train_hi", "runs_dir", "path",
+    "batch_size", "eval_size", "stopped_early", "updates_seen", "updates_to_solve",
+    "curve_evals", "curve_auc", "curve_two_thirds", "curve_final",
 )
+CURVE_METRICS = ("cost", "mse")  # the learning curve follows the first of these the train label has
 
 
 # --- paths and writing -------------------------------------------------------------------------
@@ -198,7 +201,42 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _row(result: RunResult, config: dict[str, Any], runs_dir: Path, path: Path) -> dict[str, Any]:
+def _int_or_nan(value: Any) -> float:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else float("nan")
+
+
+def _curve(result: RunResult, budget: float, batch: float, warnings: list[str], path: Path) -> dict[str, Any]:
+    """Per-run columns from ``metrics.jsonl``: updates, and the learning curve's summary (:mod:`stats`).
+
+    Updates to solve: the ``step`` of the evaluation at ``sequences_to_solve``, else those
+    sequences / batch size; updates seen likewise from the last evaluation or ``sequences_seen``.
+    """
+    from memtasks.results.stats import curve_summary
+
+    try:
+        rows = eval_rows(path.parent)
+    except RecordError as exc:
+        warnings.append(f"{exc}; its learning curve is left out")
+        rows = []
+    steps = {r.get("sequences"): r.get("step") for r in rows if isinstance(r.get("step"), int)}
+    per_update = batch if batch > 0 else float("nan")
+    to_solve = result.sequences_to_solve
+    out: dict[str, Any] = {
+        "updates_seen": float(steps.get(result.sequences_seen, result.sequences_seen / per_update)),
+        "updates_to_solve": float("nan") if to_solve is None else float(steps.get(to_solve, to_solve / per_update)),
+    }
+    train = [(r.get("sequences"), _dict(_dict(r.get("metrics")).get("train"))) for r in rows]
+    metric = next((m for m in CURVE_METRICS if any(m in t for _, t in train)), None)
+    points = [(float(s), float(t[metric])) for s, t in train
+              if metric and isinstance(s, (int, float)) and isinstance(t.get(metric), (int, float))]
+    curve = curve_summary([p[0] for p in points], [p[1] for p in points], budget)
+    out.update(curve_evals=curve.evals, curve_auc=curve.auc, curve_two_thirds=curve.at_two_thirds,
+               curve_final=curve.final)
+    return out
+
+
+def _row(result: RunResult, config: dict[str, Any], runs_dir: Path, path: Path,
+         warnings: list[str]) -> dict[str, Any]:
     run, versions = _dict(config.get("run")), _dict(config.get("versions"))
     params = _dict(run.get("task_params"))
     stsolve = result.sequences_to_solve
@@ -221,6 +259,9 @@ def _row(result: RunResult, config: dict[str, Any], runs_dir: Path, path: Path) 
         "path": str(path),
     }
     row["train_lo"], row["train_hi"] = _train_range(result.task, row["task_params"])
+    row["batch_size"], row["eval_size"] = _int_or_nan(run.get("batch_size")), _int_or_nan(run.get("eval_size"))
+    row["stopped_early"] = bool(result.stopped_early)
+    row.update(_curve(result, row["budget"], row["batch_size"], warnings, path))
     for label, metrics in result.final.items():
         for name, value in (metrics or {}).items():
             row[f"{label}/{name}"] = float(value) if isinstance(value, (int, float)) else float("nan")
@@ -246,7 +287,7 @@ def _records(runs_dirs: list[Path], groups: list[str] | None, warnings: list[str
             config, problem = _read_config(path.parent / "config.json")
             if problem:
                 warnings.append(problem)
-            yield _row(result, config, runs_dir, path)
+            yield _row(result, config, runs_dir, path, warnings)
 
 
 def collect(runs_dirs: Iterable[Path | str], groups: Iterable[str] | None = None) -> tuple["pd.DataFrame", list[str]]:

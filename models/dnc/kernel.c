@@ -106,13 +106,18 @@ static saved saved_at(float *base, long N, long R) {
     return s;
 }
 
+/* an unsigned key in the order of the float (-0 -> +0 first, so that zeros tie) */
+static inline unsigned order_key(float x) {
+    float v = x + 0.0f;
+    unsigned u;
+    memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 /* stable ascending argsort of x[0..N) by LSD radix sort on order-preserving keys */
 static void argsort(const float *x, long N, int *idx, int *itmp, unsigned *key, unsigned *ktmp) {
     for (long i = 0; i < N; ++i) {
-        float v = x[i] + 0.0f; /* -0 -> +0 so that zeros tie */
-        unsigned u;
-        memcpy(&u, &v, sizeof u);
-        key[i] = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+        key[i] = order_key(x[i]);
         idx[i] = (int)i;
     }
     for (int shift = 0; shift < 32; shift += 8) {
@@ -129,6 +134,27 @@ static void argsort(const float *x, long N, int *idx, int *itmp, unsigned *key, 
         memcpy(key, ktmp, sizeof(unsigned) * N);
         memcpy(idx, itmp, sizeof(int) * N);
     }
+}
+
+/* The same order from a guess: idx holds a permutation (the previous step's order, which usage
+ * mostly keeps), sorted by insertion on (key, slot) pairs, a strict total order, so the result is
+ * argsort's whatever the guess. Returns 0, idx unchanged, when that takes more than 8N moves. */
+static int argsort_from(const float *x, long N, int *idx, unsigned long long *ck) {
+    for (long i = 0; i < N; ++i) ck[i] = ((unsigned long long)order_key(x[idx[i]]) << 32) | (unsigned)idx[i];
+    long moves = 0;
+    for (long i = 1; i < N; ++i) {
+        const unsigned long long v = ck[i];
+        long j = i;
+        while (j > 0 && ck[j - 1] > v) {
+            ck[j] = ck[j - 1];
+            --j;
+        }
+        ck[j] = v;
+        moves += i - j;
+        if (moves > 8 * N) return 0;
+    }
+    for (long i = 0; i < N; ++i) idx[i] = (int)(ck[i] & 0xffffffffu);
+    return 1;
 }
 
 /* content weighting of one key against the slots of M (W x N) with known slot norms; writes sim, c */
@@ -389,17 +415,20 @@ static void link_backward_1(const float *gnew, const float *gf, const float *gb,
     }
 }
 
-static int step_forward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
-                        const float *L, const float *p, const float *wwp, const float *wrp, float *Mn, float *un,
-                        float *Ln, float *pn, float *ww, float *wr, float *rv, float *sv, int *phi) {
+/* floats of scratch step_forward needs */
+static long forward_scratch(long N, long W) { return 6 * N + W; }
+
+/* hint: the allocation orders of the previous step (B x N), a guess for this step's, or NULL.
+ * ws: forward_scratch(N, W) floats of scratch. */
+static void step_forward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
+                         const float *L, const float *p, const float *wwp, const float *wrp, float *Mn, float *un,
+                         float *Ln, float *pn, float *ww, float *wr, float *rv, float *sv, int *phi,
+                         const int *hint, float *ws) {
     const layout l = make_layout(N, W, R);
-    int *itmp = malloc(sizeof(int) * N);
-    unsigned *key = malloc(sizeof(unsigned) * N), *ktmp = malloc(sizeof(unsigned) * N);
-    float *psi = malloc(sizeof(float) * N), *e = malloc(sizeof(float) * W);
-    if (!itmp || !key || !ktmp || !psi || !e) {
-        free(itmp); free(key); free(ktmp); free(psi); free(e);
-        return KERNEL_NO_MEMORY;
-    }
+    unsigned long long *ck = (unsigned long long *)ws; /* 2N floats: malloc'd, so aligned */
+    int *itmp = (int *)(ws + 2 * N);
+    unsigned *key = (unsigned *)(ws + 3 * N), *ktmp = (unsigned *)(ws + 4 * N);
+    float *psi = ws + 5 * N, *e = ws + 6 * N;
     for (long b = 0; b < B; ++b) {
         const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
         const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
@@ -419,7 +448,8 @@ static int step_forward(long B, long N, long W, long R, const float *xi, const f
         }
         #pragma omp simd
         for (long n = 0; n < N; ++n) unb[n] = (ub[n] + wwpb[n] - ub[n] * wwpb[n]) * psi[n];
-        argsort(unb, N, phib, itmp, key, ktmp);
+        if (hint && hint + b * N != phib) memcpy(phib, hint + b * N, sizeof(int) * N);
+        if (!hint || !argsort_from(unb, N, phib, ck)) argsort(unb, N, phib, itmp, key, ktmp);
         float prod = 1.0f;
         for (long j = 0; j < N; ++j) {
             const float sj = unb[phib[j]];
@@ -474,8 +504,6 @@ static int step_forward(long B, long N, long W, long R, const float *xi, const f
             }
         }
     }
-    free(itmp); free(key); free(ktmp); free(psi); free(e);
-    return KERNEL_OK;
 }
 
 static void copy_or_zero(float *dst, const float *src, long n) {
@@ -483,26 +511,24 @@ static void copy_or_zero(float *dst, const float *src, long n) {
     else memset(dst, 0, sizeof(float) * n);
 }
 
-static int step_backward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
+/* floats of scratch step_backward needs */
+static long backward_scratch(long N, long W, long R) { return N * W + 7 * N + 5 * R * N + W; }
+
+/* ws: backward_scratch(N, W, R) floats of scratch */
+static void step_backward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
                          const float *L, const float *p, const float *wwp, const float *wrp, const float *Mn,
                          const float *ww, const float *wr, const float *sv, const int *phi, const float *gMn,
                          const float *gun, const float *gLn, const float *gpn, const float *gww, const float *gwr,
                          const float *grv, float *gxi, float *gM, float *gu, float *gL, float *gp, float *gwwp,
-                         float *gwrp) {
+                         float *gwrp, float *ws) {
     const layout l = make_layout(N, W, R);
-    float *gMa = malloc(sizeof(float) * N * W);  /* dLoss/dM_t */
-    float *gwwa = malloc(sizeof(float) * N);      /* dLoss/dw^w_t */
-    float *gwra = malloc(sizeof(float) * R * N);  /* dLoss/dw^r_t */
-    float *gu1 = malloc(sizeof(float) * N);       /* dLoss/du_t */
-    float *gf = malloc(sizeof(float) * R * N), *gb = malloc(sizeof(float) * R * N), *gcr = malloc(sizeof(float) * R * N);
-    float *row = malloc(sizeof(float) * N), *nrow = malloc(sizeof(float) * N), *tmp = malloc(sizeof(float) * N);
-    float *tmp2 = malloc(sizeof(float) * N), *q = malloc(sizeof(float) * R * N);
-    float *e = malloc(sizeof(float) * W);
-    if (!gMa || !gwwa || !gwra || !gu1 || !gf || !gb || !gcr || !row || !nrow || !tmp || !tmp2 || !q || !e) {
-        free(gMa); free(gwwa); free(gwra); free(gu1); free(gf); free(gb); free(gcr);
-        free(row); free(nrow); free(tmp); free(tmp2); free(q); free(e);
-        return KERNEL_NO_MEMORY;
-    }
+    float *gMa = ws;                   /* dLoss/dM_t */
+    float *gwwa = gMa + N * W;         /* dLoss/dw^w_t */
+    float *gwra = gwwa + N;            /* dLoss/dw^r_t */
+    float *gu1 = gwra + R * N;         /* dLoss/du_t */
+    float *gf = gu1 + N, *gb = gf + R * N, *gcr = gb + R * N;
+    float *row = gcr + R * N, *nrow = row + N, *tmp = nrow + N, *tmp2 = tmp + N, *q = tmp2 + N;
+    float *e = q + R * N;
     for (long b = 0; b < B; ++b) {
         const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
         const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
@@ -656,9 +682,6 @@ static int step_backward(long B, long N, long W, long R, const float *xi, const 
             gx[l.fg + h] = gfh * f * (1.0f - f);
         }
     }
-    free(gMa); free(gwwa); free(gwra); free(gu1); free(gf); free(gb); free(gcr);
-    free(row); free(nrow); free(tmp); free(tmp2); free(q); free(e);
-    return KERNEL_OK;
 }
 
 /* LSTM cell of the controller, gates in (i, f, o, g) order, for B rows of 4H pre-activations:
@@ -728,11 +751,14 @@ static void link_update(long B, long N, const float *L, const float *w, const fl
 int dnc_step_forward(const dnc_buffers *s, long t, long step, long prev, long next, const float *L, float *Ln) {
     const long B = s->B, N = s->N, W = s->W, R = s->R, S = make_layout(N, W, R).S, SV = saved_size(N, R);
     const long n = B * N, rn = B * R * N, mem = B * W * N;
-    return step_forward(B, N, W, R, SLOT(s->xi, step, B * S), SLOT(s->mem, prev, mem), SLOT(s->usage, prev, n), L,
-                        SLOT(s->prec, prev, n), SLOT(s->ww, prev, n), SLOT(s->wr, prev, rn),
-                        SLOT(s->mem, next, mem), SLOT(s->usage, next, n), Ln, SLOT(s->prec, next, n),
-                        SLOT(s->ww, next, n), SLOT(s->wr, next, rn), SLOT(s->reads, t + 1, B * R * W),
-                        SLOT(s->sv, step, B * SV), SLOT(s->order, step, n));
+    float *ws = malloc(sizeof(float) * forward_scratch(N, W));
+    if (!ws) return KERNEL_NO_MEMORY;
+    step_forward(B, N, W, R, SLOT(s->xi, step, B * S), SLOT(s->mem, prev, mem), SLOT(s->usage, prev, n), L,
+                 SLOT(s->prec, prev, n), SLOT(s->ww, prev, n), SLOT(s->wr, prev, rn), SLOT(s->mem, next, mem),
+                 SLOT(s->usage, next, n), Ln, SLOT(s->prec, next, n), SLOT(s->ww, next, n), SLOT(s->wr, next, rn),
+                 SLOT(s->reads, t + 1, B * R * W), SLOT(s->sv, step, B * SV), SLOT(s->order, step, n), 0, ws);
+    free(ws);
+    return KERNEL_OK;
 }
 
 /* gradient of memory step t (every buffer at its training slot: per-step t, state t -> t + 1), L_{t-1}
@@ -742,11 +768,15 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
                       float *gxi, const dnc_state_grad *prev) {
     const long B = s->B, N = s->N, W = s->W, R = s->R, S = make_layout(N, W, R).S, SV = saved_size(N, R);
     const long n = B * N, rn = B * R * N, mem = B * W * N;
-    return step_backward(B, N, W, R, SLOT(s->xi, t, B * S), SLOT(s->mem, t, mem), SLOT(s->usage, t, n), L,
-                         SLOT(s->prec, t, n), SLOT(s->ww, t, n), SLOT(s->wr, t, rn), SLOT(s->mem, t + 1, mem),
-                         SLOT(s->ww, t + 1, n), SLOT(s->wr, t + 1, rn), SLOT(s->sv, t, B * SV),
-                         SLOT(s->order, t, n), next->mem, next->usage, next->link, next->prec, next->ww, next->wr,
-                         grv, gxi, prev->mem, prev->usage, prev->link, prev->prec, prev->ww, prev->wr);
+    float *ws = malloc(sizeof(float) * backward_scratch(N, W, R));
+    if (!ws) return KERNEL_NO_MEMORY;
+    step_backward(B, N, W, R, SLOT(s->xi, t, B * S), SLOT(s->mem, t, mem), SLOT(s->usage, t, n), L,
+                  SLOT(s->prec, t, n), SLOT(s->ww, t, n), SLOT(s->wr, t, rn), SLOT(s->mem, t + 1, mem),
+                  SLOT(s->ww, t + 1, n), SLOT(s->wr, t + 1, rn), SLOT(s->sv, t, B * SV), SLOT(s->order, t, n),
+                  next->mem, next->usage, next->link, next->prec, next->ww, next->wr, grv, gxi, prev->mem,
+                  prev->usage, prev->link, prev->prec, prev->ww, prev->wr, ws);
+    free(ws);
+    return KERNEL_OK;
 }
 
 /* --- the whole sequence, one batch element at a time ---
@@ -808,12 +838,12 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
     const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H;
     const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
     float *cur = malloc(sizeof(float) * NN), *gates = malloc(sizeof(float) * G);
-    if (!cur || !gates) {
-        free(cur); free(gates);
+    float *ws = malloc(sizeof(float) * forward_scratch(N, W));
+    if (!cur || !gates || !ws) {
+        free(cur); free(gates); free(ws);
         return KERNEL_NO_MEMORY;
     }
-    int status = KERNEL_OK;
-    for (long b = 0; b < B && status == KERNEL_OK; ++b) {
+    for (long b = 0; b < B; ++b) {
         const float *Lprev = q->link0 + b * NN;
         for (long t = 0; t < T; ++t) {
             const long k = q->train ? t : 0, a = q->train ? t : t % 2, nx = q->train ? t + 1 : (t + 1) % 2;
@@ -828,17 +858,18 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
             float *Lout = cur;
             if (t == T - 1) Lout = q->link_last + b * NN;
             else if (q->train && (t + 1) % K == 0) Lout = q->ckpt + (((t + 1) / K - 1) * B + b) * NN;
-            status = step_forward(1, N, W, R, xit, AT(s->mem, a, b, W * N), AT(s->usage, a, b, N), Lprev,
-                                  AT(s->prec, a, b, N), AT(s->ww, a, b, N), AT(s->wr, a, b, R * N),
-                                  AT(s->mem, nx, b, W * N), AT(s->usage, nx, b, N), Lout, AT(s->prec, nx, b, N),
-                                  AT(s->ww, nx, b, N), AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW),
-                                  AT(s->sv, k, b, SV), s->order + (k * B + b) * N);
-            if (status != KERNEL_OK) break;
+            /* the previous step's allocation order as the guess (in evaluation it is in the same slot) */
+            const int *hint = t == 0 ? 0 : s->order + ((q->train ? t - 1 : 0) * B + b) * N;
+            step_forward(1, N, W, R, xit, AT(s->mem, a, b, W * N), AT(s->usage, a, b, N), Lprev, AT(s->prec, a, b, N),
+                         AT(s->ww, a, b, N), AT(s->wr, a, b, R * N), AT(s->mem, nx, b, W * N),
+                         AT(s->usage, nx, b, N), Lout, AT(s->prec, nx, b, N), AT(s->ww, nx, b, N),
+                         AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW), AT(s->sv, k, b, SV),
+                         s->order + (k * B + b) * N, hint, ws);
             Lprev = Lout;
         }
     }
-    free(cur); free(gates);
-    return status;
+    free(cur); free(gates); free(ws);
+    return KERNEL_OK;
 }
 
 /* one element's gradient of a memory state: the NULL-or-slice view of a batch-major dnc_state_grad */
@@ -861,8 +892,9 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
     float *gLscratch = malloc(sizeof(float) * NN);                 /* dLoss/dL when first.link is NULL */
     float *ms = malloc(sizeof(float) * 2 * MS);                    /* two memory-state gradients */
     float *vec = malloc(sizeof(float) * (4 * H + RW + Z));         /* gh, gc (two), gread, gz */
-    if (!seg || !gLscratch || !ms || !vec) {
-        free(seg); free(gLscratch); free(ms); free(vec);
+    float *ws = malloc(sizeof(float) * backward_scratch(N, W, R));
+    if (!seg || !gLscratch || !ms || !vec || !ws) {
+        free(seg); free(gLscratch); free(ms); free(vec); free(ws);
         return KERNEL_NO_MEMORY;
     }
     float *gh = vec, *gc2[2] = {vec + H, vec + 2 * H}, *ght = vec + 3 * H, *gread = vec + 4 * H, *gz = gread + RW;
@@ -872,8 +904,7 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
         sets[i].mem = base; sets[i].usage = base + W * N; sets[i].prec = sets[i].usage + N;
         sets[i].ww = sets[i].prec + N; sets[i].wr = sets[i].ww + N; sets[i].link = 0;
     }
-    int status = KERNEL_OK;
-    for (long b = 0; b < B && status == KERNEL_OK; ++b) {
+    for (long b = 0; b < B; ++b) {
         const dnc_state_grad last = state_grad_at(&g->last, b, N, W, R);
         const dnc_state_grad first = state_grad_at(&g->first, b, N, W, R);
         float *gL = first.link ? first.link : gLscratch; /* dLoss/dL, updated in place backwards in time */
@@ -903,13 +934,11 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
             dnc_state_grad prev = t == 0 ? first : sets[which];
             float *gLp = (t > 0 || first.link) ? gL : 0;
             float *gxi = AT(g->xi, t, b, S);
-            status = step_backward(1, N, W, R, AT(s->xi, t, b, S), AT(s->mem, t, b, W * N), AT(s->usage, t, b, N),
-                                   Lt, AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N),
-                                   AT(s->mem, t + 1, b, W * N), AT(s->ww, t + 1, b, N), AT(s->wr, t + 1, b, R * N),
-                                   AT(s->sv, t, b, SV), s->order + (t * B + b) * N, next.mem, next.usage,
-                                   has_gL ? gL : 0, next.prec, next.ww, next.wr, grv, gxi, prev.mem, prev.usage,
-                                   gLp, prev.prec, prev.ww, prev.wr);
-            if (status != KERNEL_OK) break;
+            step_backward(1, N, W, R, AT(s->xi, t, b, S), AT(s->mem, t, b, W * N), AT(s->usage, t, b, N), Lt,
+                          AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N), AT(s->mem, t + 1, b, W * N),
+                          AT(s->ww, t + 1, b, N), AT(s->wr, t + 1, b, R * N), AT(s->sv, t, b, SV),
+                          s->order + (t * B + b) * N, next.mem, next.usage, has_gL ? gL : 0, next.prec, next.ww,
+                          next.wr, grv, gxi, prev.mem, prev.usage, gLp, prev.prec, prev.ww, prev.wr, ws);
             has_gL = 1;
             next = prev;
             which ^= 1;
@@ -925,13 +954,11 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
             memcpy(gh, gz + RW, sizeof(float) * H);
             gr = gz; /* read before gz is overwritten, at step t - 1 */
         }
-        if (status == KERNEL_OK) {
-            memcpy(g->h0 + b * H, gh, sizeof(float) * H);
-            memcpy(g->r0 + b * RW, gz, sizeof(float) * RW);
-        }
+        memcpy(g->h0 + b * H, gh, sizeof(float) * H);
+        memcpy(g->r0 + b * RW, gz, sizeof(float) * RW);
     }
-    free(seg); free(gLscratch); free(ms); free(vec);
-    return status;
+    free(seg); free(gLscratch); free(ms); free(vec); free(ws);
+    return KERNEL_OK;
 }
 
 #undef AT

@@ -45,12 +45,13 @@ class Case:
     clean: bool = True  # nothing new is left in the case's folder
     files: dict[str, Any] = field(default_factory=dict)  # path -> text, {"hex": ...} or {"dir": True}
     fixture: str | None = None  # copy tests/fixtures/runs to this folder first
+    trained: bool = False  # copy a finished run (copy x lstm, weights.pt) to runs/default/copy/lstm/seed-0 first
     xfail: str | None = None
     stdout_needles: list[str] = field(default_factory=list)
     new_files: list[str] = field(default_factory=list)  # each must be among the files left behind
 
     def job(self) -> dict[str, Any]:
-        return {"id": self.id, "argv": self.argv, "files": self.files, "fixture": self.fixture}
+        return {"id": self.id, "argv": self.argv, "files": self.files, "fixture": self.fixture, "trained": self.trained}
 
 
 # --- files the cases read ---------------------------------------------------------------------
@@ -111,6 +112,7 @@ def _spec(body: str = "", tasks: str = "[tasks.copy]\nmax_length = 4\ngeneralise
 
 
 SPEC = ["matrix", "spec.toml", "--dry-run"]
+RUN = "runs/default/copy/lstm/seed-0"  # where a case with trained=True finds a finished run
 CORRUPT_ONLY = {"r/g/copy/lstm/seed-0/result.json": "{not json"}
 
 
@@ -542,6 +544,40 @@ CASES: list[Case] = [
     Case("capacity_threads_zero", ["capacity", "--threads", "0"], needles=["--threads", ">= 1"]),
     Case("capacity_json_suffix", ["capacity", "--json", "out.csv"], needles=["--json out.csv", ".json"]),
     Case("capacity_json_empty", ["capacity", "--json", ""], needles=["--json ''", "empty file name"]),
+    # eval and inspect (a finished run's weights)
+    Case("eval_no_run", ["eval", "nope"], needles=["nope", "no such run folder", "seed-<k>"]),
+    Case("eval_not_a_run", ["eval", "runs/default/copy/lstm"], trained=True, needles=["not a run folder", "seed-<k>"]),
+    Case("eval_length_zero", ["eval", RUN, "--length", "0"], trained=True, needles=["--length", ">= 1"]),
+    Case("eval_length_text", ["eval", RUN, "--length", "abc"], trained=True, needles=["--length", "'abc'"]),
+    Case("eval_length_huge", ["eval", RUN, "--length", "1000000000"], trained=True, needles=["evaluation length 1000000000", "GiB"]),
+    Case("eval_size_zero", ["eval", RUN, "--size", "0"], trained=True, needles=["--size", ">= 1"]),
+    Case("eval_size_huge", ["eval", RUN, "--size", "100000000"], trained=True, needles=["100000000 sequence(s)", "GiB"]),
+    Case("eval_set_unknown", ["eval", RUN, "--set", "task.nosuch=1"], trained=True, needles=["'nosuch'", "allowed: bits"]),
+    Case("eval_set_out_of_range", ["eval", RUN, "--set", "task.max_length=0"], trained=True, needles=["copy.max_length=0"]),
+    Case("eval_set_width", ["eval", RUN, "--set", "task.bits=4"], trained=True, needles=["task.bits=4", "d_in=9", "keep the input and output widths"]),
+    Case("eval_set_not_task", ["eval", RUN, "--set", "lr=0.1"], trained=True, needles=["'lr=0.1'", "task.<parameter>=value"]),
+    Case("eval_device_missing", ["eval", RUN, "--device", "mps"], trained=True, needles=["--device mps", "no MPS device"]),
+    Case("eval_run_is_file", ["eval", RUN + "/result.json"], trained=True, needles=["result.json", "not a folder"],
+         xfail="eval <run>/result.json says 'no such run folder' although the path exists: say it is a file and give "
+               "its folder (memtasks/inspect.py or cli/inspect.py)"),
+    Case("eval_run_empty", ["eval", ""], needles=["''"],
+         xfail="eval '' reads the empty name as '.' ('.: not a run folder'); refuse the empty name as such (cli/inspect.py)"),
+    Case("eval_lengths_repeated", ["eval", RUN, "--length", "5", "5"], trained=True, clean=False, rc=0, needles=["more than once"],
+         xfail="eval --length 5 5 evaluates 5 once without a word; name the repeat (a warning) as matrix --seeds does "
+               "(cli/inspect.py)"),
+    Case("eval_run_repeated", ["eval", RUN, RUN], trained=True, clean=False, rc=0, needles=["more than once"],
+         xfail="eval <run> <run> evaluates the run twice and writes its evals/record.json twice; evaluate each run "
+               "folder once and name the repeat (cli/inspect.py)"),
+    Case("inspect_png_suffix", ["inspect", RUN, "--png", "out.txt"], trained=True, needles=["--png out.txt", ".png"]),
+    Case("inspect_png_empty", ["inspect", RUN, "--png", ""], trained=True, needles=["--png ''", "empty file name"]),
+    Case("inspect_png_no_folder", ["inspect", RUN, "--png", "nofolder/x.png"], trained=True, needles=["nofolder", "does not exist"]),
+    Case("inspect_length_zero", ["inspect", RUN, "--length", "0"], trained=True, needles=["--length", ">= 1"]),
+    Case("inspect_length_huge", ["inspect", RUN, "--length", "1000000000"], trained=True, needles=["--length 1000000000", "GiB"]),
+    Case("inspect_seed_negative", ["inspect", RUN, "--seed", "-1"], trained=True, needles=["--seed", ">= 0"]),
+    Case("inspect_set_width", ["inspect", RUN, "--set", "task.bits=4"], trained=True, needles=["task.bits=4", "keep the input and output widths"]),
+    Case("inspect_set_unknown", ["inspect", RUN, "--set", "task.nosuch=1"], trained=True, needles=["'nosuch'"]),
+    Case("inspect_not_a_run", ["inspect", "runs/default/copy"], trained=True, needles=["not a run folder"]),
+    Case("compare_format_unknown", ["compare", "lstm", "--format", "bmp"], needles=["--format", "'bmp'"]),
 ]
 
 
@@ -558,6 +594,16 @@ from memtasks.cli import main
 from memtasks.models import MODELS
 from memtasks.tasks import TASKS
 
+TRAIN = ["train", "--task", "copy", "--model", "lstm", "--sequences", "16", "--batch-size", "8", "--set", "eval_every=16",
+         "--set", "eval_size=4", "--set", "task.max_length=3", "--set", "task.generalise=5", "--quiet", "--runs-dir", "runs"]
+trained = os.path.join(root, "_trained")
+if any(job["trained"] for job in jobs):  # one finished run, copied into every case that reads one
+    os.makedirs(trained)
+    os.chdir(trained)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(TRAIN) == 0
+    os.chdir(root)
+
 def listing(d):
     found = set()
     for base, dirs, files in os.walk(d):
@@ -570,6 +616,8 @@ for job in jobs:
     os.makedirs(d)
     if job["fixture"]:
         shutil.copytree(fixture_runs, os.path.join(d, job["fixture"]))
+    if job["trained"]:
+        shutil.copytree(os.path.join(trained, "runs"), os.path.join(d, "runs"))
     for rel, content in job["files"].items():
         p = os.path.join(d, rel)
         os.makedirs(os.path.dirname(p) or d, exist_ok=True)

@@ -56,6 +56,12 @@ class RunResult:
     train_time_s: float | None = _doc("seconds of training steps only", default=None)
     budget: dict[str, Any] | None = _doc("the parameter-budget choice, as in config.json", default=None)
     fit: dict[str, Any] | None = _doc("closed-form models (ESN): the ridge regulariser chosen and its loss", default=None)
+    stop_reason: str | None = _doc(
+        "why training ended: budget, solved (patience evaluations solved in a row), plateaued "
+        "(no improvement for plateau_patience evaluations), diverged or failed", default=None)
+    collapse: dict[str, Any] | None = _doc(
+        "set when the run was solved or near it and fell back toward its starting value: "
+        "{metric, best, best_at, final, start}", default=None)
 
     @classmethod
     def from_dict(cls, data: Any, path: Path | str = "result.json") -> "RunResult":

@@ -70,6 +70,12 @@ class RunConfig:
     eval_size: int = 128  # sequences per evaluation set (one set per length)
     early_stop: bool = True  # stop once solved for `patience` consecutive evaluations
     patience: int = 3
+    # stop as plateaued after this many evaluations in a row without improving the best value of
+    # the task's solved metric (at the training lengths) by more than plateau_min_delta of it;
+    # None: never
+    plateau_patience: int | None = None
+    plateau_min_delta: float = 0.01
+    validate: bool = False  # also score a validation set (its own seed, training lengths) at every evaluation
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int = 1  # torch threads on CPU
     bf16: bool = False  # bf16 autocast (GPU only)
@@ -101,10 +107,13 @@ class RunConfig:
         check_int("RunConfig", "eval_every", self.eval_every, 1)
         check_int("RunConfig", "eval_size", self.eval_size, 1)
         check_int("RunConfig", "patience", self.patience, 1)
+        if self.plateau_patience is not None:
+            check_int("RunConfig", "plateau_patience", self.plateau_patience, 1)
+        check_float("RunConfig", "plateau_min_delta", self.plateau_min_delta, 0.0, 1.0)
         check_choice("RunConfig", "device", self.device, DEVICES)
         check_int("RunConfig", "threads", self.threads, 1, 1024)
         check_float("RunConfig", "checkpoint_every_s", self.checkpoint_every_s, 0.0, open_lo=True)
-        for name in ("early_stop", "bf16", "compile"):
+        for name in ("early_stop", "validate", "bf16", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"RunConfig.{name} must be true or false, got {getattr(self, name)!r}")
 

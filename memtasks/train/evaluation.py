@@ -95,3 +95,38 @@ def evaluate(
         outputs, _ = model(batch.inputs)
         metrics[label] = task.metrics(outputs.float(), batch)
     return metrics
+
+
+VALIDATION_SEED = 7919  # the validation set's own stream; the evaluation sets use seed 0
+
+
+def validation_batch(task: Task, size: int = DEFAULT_SIZE, device: torch.device | str | None = None) -> Any:
+    """The validation set: ``size`` sequences at the training lengths from their own stable seed,
+    with every sequence that also occurs in an evaluation set (any point, same size) left out, so
+    choosing a setting on it never sees a sequence that is later scored. Drawn as ``2 * size``
+    candidates; a task too small to leave ``size`` of them is an error naming it."""
+    from memtasks.tasks.base import Batch
+
+    scored: set[bytes] = set()
+    for length, overrides in task.eval_points().values():
+        scored |= set(_fingerprint_list(task.eval_batch(length, size, **overrides)))
+    pool = task.eval_batch(None, 2 * size, seed=VALIDATION_SEED)
+    fresh = [i for i, f in enumerate(_fingerprint_list(pool)) if f not in scored][:size]
+    if len(fresh) < size:
+        raise ConfigError(
+            f"task {task.name!r}: only {len(fresh)} of {2 * size} validation candidates are outside the "
+            f"evaluation sets; use a smaller eval_size or a longer training range"
+        )
+    idx = torch.tensor(fresh, dtype=torch.long)
+    picked = Batch(pool.inputs[idx], pool.targets[idx], pool.mask[idx], pool.lengths[idx],
+                   {k: v[idx] for k, v in pool.extras.items()})
+    return picked.to(device)
+
+
+def _fingerprint_list(batch: Any) -> list[bytes]:
+    """One byte string per sequence: its inputs and targets over its own steps."""
+    out = []
+    for i in range(batch.batch_size):
+        steps = int(batch.extras["steps"][i]) if "steps" in batch.extras else batch.inputs.shape[1]
+        out.append(batch.inputs[i, :steps].numpy().tobytes() + b"|" + batch.targets[i, :steps].numpy().tobytes())
+    return out

@@ -52,7 +52,27 @@ def build_result(
         "error": error,
         "diverged_at": diverged_at,
         "budget": model.budget_info,
+        "stop_reason": status if status in ("diverged", "failed") else getattr(loop, "stop_reason", "budget"),
+        "collapse": collapse(task, loop) if final else None,
     }
+
+
+COLLAPSE_NEAR = 2.0  # "near solved": the best value was within this factor of the solved threshold
+COLLAPSE_BACK = 0.5  # "fell back": the final value lost this share of the way from the start to the best
+
+
+def collapse(task: Task, loop: Any) -> dict[str, Any] | None:
+    """The run was solved or near it (best solved-metric value at most COLLAPSE_NEAR times the
+    threshold) and fell back toward where it started: the final value gave back more than
+    COLLAPSE_BACK of the way from the first evaluation to the best one. None otherwise."""
+    best, start = getattr(loop, "best", None), getattr(loop, "start_value", None)
+    if best is None or start is None or not start > best:
+        return None
+    final = loop.last_eval["train"][task.solved_metric]
+    near = best <= COLLAPSE_NEAR * task.solved_threshold
+    if near and (not final <= best + COLLAPSE_BACK * (start - best)):  # NaN counts as fallen back
+        return {"metric": task.solved_metric, "best": best, "best_at": loop.best_at, "final": final, "start": start}
+    return None
 
 
 def resolved_config(

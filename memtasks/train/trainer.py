@@ -19,7 +19,6 @@ import math
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +34,8 @@ from memtasks.train.build import closed_form_data, make_model, make_optimizer, m
 from memtasks.train.checkpoint import RunBusy, RunError, RunLock, load_checkpoint, save_checkpoint, save_weights
 from memtasks.train.config import RunConfig
 from memtasks.train.curriculum import Curriculum
-from memtasks.train.evaluation import evaluate
+from memtasks.train.evaluation import evaluate, validation_batch
+from memtasks.train.loop import LoopState
 from memtasks.train.provenance import pick_device
 from memtasks.train.run_record import build_result, identity_differences, resolved_config, run_identity, stored_identity
 
@@ -46,22 +46,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
 WEIGHTS_FILE = "weights.pt"
 RECORD_FILES = ("result.json", "checkpoint.pt", "metrics.jsonl", "config.json", WEIGHTS_FILE)
-
-
-@dataclass
-class _Loop:
-    """Mutable training-loop state; all of it goes into the checkpoint."""
-
-    step: int = 0
-    seen: int = 0
-    train_time: float = 0.0
-    next_eval: int = 0
-    sequences_to_solve: int | None = None
-    solved_streak: int = 0
-    last_eval: dict[str, Any] = field(default_factory=dict)
-    stopped_early: bool = False
-    rows: int = 0  # lines in metrics.jsonl: a resumed run keeps exactly these
-    wall_time: float = 0.0  # seconds of wall time spent in this run so far, across resumes
 
 
 class Trainer:
@@ -86,6 +70,7 @@ class Trainer:
         self.device = pick_device(config.device)
         self.reused = False
         self.ran_with: dict[str, Any] = {}
+        self._validation: Any = None
 
     # --- paths ---------------------------------------------------------------------------
     @property
@@ -182,7 +167,7 @@ class Trainer:
         except Exception as exc:  # a failed run is recorded, never lost
             log.error("run %s failed: %s: %s", self.dir, type(exc).__name__, exc)
             log.debug("traceback of the failed run", exc_info=True)
-            result = self._result(model, _Loop(), "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            result = self._result(model, LoopState(), "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         result["wall_time_s"] = round(time.monotonic() - started, 3)
         result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         result = RunResult.from_dict(result, self.result_path).to_dict()  # the schema checks the record at birth
@@ -216,7 +201,7 @@ class Trainer:
         # same sequences.
         gen = torch.Generator().manual_seed(stable_seed("train", cfg.seed, cfg.task))
         curriculum = Curriculum.create(cfg.curriculum, self.task)
-        loop = _Loop()
+        loop = LoopState()
         forward = model
         if cfg.compile:
             forward = _try_compile(model)
@@ -226,7 +211,7 @@ class Trainer:
             optimizer.load_state_dict(checkpoint["optimizer"])
             gen.set_state(checkpoint["generator"].cpu())
             curriculum.load_state_dict(checkpoint["curriculum"])
-            loop = _Loop(**checkpoint["loop"])
+            loop = LoopState(**checkpoint["loop"])
             self._truncate_metrics(loop.rows)
         else:
             self.metrics_path.unlink(missing_ok=True)
@@ -253,8 +238,14 @@ class Trainer:
                     loop.solved_streak += 1
                 else:
                     loop.solved_streak = 0
+                loop.track_best(loop.last_eval["train"][self.task.solved_metric], cfg.plateau_min_delta)
                 if cfg.early_stop and loop.solved_streak >= cfg.patience and loop.seen < cfg.sequences:
                     loop.stopped_early = True
+                    loop.stop_reason = "solved"
+                    break
+                if (cfg.plateau_patience is not None and loop.since_best >= cfg.plateau_patience
+                        and loop.seen < cfg.sequences and loop.solved_streak == 0):
+                    loop.stop_reason = "plateaued"
                     break
             if loop.seen >= cfg.sequences:
                 break
@@ -291,29 +282,14 @@ class Trainer:
                 wb.log_train({"sequences": loop.seen, "step": loop.step, "loss": loss_value,
                               "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(gnorm)})
                 if self.progress is not None:
-                    self._report(loop, recent_loss, recent_metrics)
+                    self.progress(loop.progress(cfg.sequences, recent_loss, recent_metrics, self.task.solved_metric))
             if time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
                 save()
                 last_ckpt = time.monotonic()
         save()
         return self._result(model, loop, "ok")
 
-    def _report(self, loop: _Loop, loss: float, metrics: dict[str, float]) -> None:
-        rate = loop.seen / loop.train_time if loop.train_time > 0 else 0.0
-        remaining = max(0, self.config.sequences - loop.seen)
-        self.progress(  # type: ignore[misc]
-            {
-                "sequences": loop.seen,
-                "total": self.config.sequences,
-                "loss": loss,
-                "bit_errors": metrics.get("bit_errors"),
-                "metric": metrics.get(self.task.solved_metric),
-                "rate": rate,
-                "eta_s": remaining / rate if rate > 0 else None,
-            }
-        )
-
-    def _diverged(self, model: MemoryModel, loop: _Loop, what: str, value: float) -> dict[str, Any]:
+    def _diverged(self, model: MemoryModel, loop: LoopState, what: str, value: float) -> dict[str, Any]:
         log.warning("run %s diverged: %s is %s at step %d", self.dir, what, value, loop.step)
         return self._result(
             model,
@@ -323,7 +299,7 @@ class Trainer:
             diverged_at={"step": loop.step, "sequences": loop.seen},
         )
 
-    def _evaluate(self, model: MemoryModel, loop: _Loop, curriculum: Curriculum, wb: Any) -> None:
+    def _evaluate(self, model: MemoryModel, loop: LoopState, curriculum: Curriculum, wb: Any) -> None:
         loop.last_eval = evaluate(model, self.task, self.config.eval_size, self.device)
         now = time.monotonic()
         loop.wall_time += now - self._wall_mark
@@ -336,10 +312,21 @@ class Trainer:
             "curriculum": [curriculum.lo, curriculum.hi],
             "metrics": loop.last_eval,
         }
+        if self.config.validate:
+            row["validation"] = self._validate(model)
         self._append(loop, row)
         wb.log_eval(row)
         if self.progress is not None:
             self.progress({"event": "eval", **row})
+
+    @torch.no_grad()
+    def _validate(self, model: MemoryModel) -> dict[str, float]:
+        """The task's metrics on the validation set (training lengths, disjoint from every
+        evaluation set): what a tuning phase chooses settings by."""
+        if self._validation is None:
+            self._validation = validation_batch(self.task, self.config.eval_size, self.device)
+        outputs, _ = model(self._validation.inputs)
+        return self.task.metrics(outputs.float(), self._validation)
 
     # --- closed-form training (ESN) ----------------------------------------------------
     def _fit_closed_form(self, model: MemoryModel, wb: Any) -> dict[str, Any]:
@@ -350,7 +337,7 @@ class Trainer:
         curriculum = Curriculum.create(cfg.curriculum, self.task)
         t0 = time.perf_counter()
         info = model.fit(batches, val, self.task.loss)
-        loop = _Loop(step=n_batches, seen=n_batches * cfg.batch_size, train_time=time.perf_counter() - t0)
+        loop = LoopState(step=n_batches, seen=n_batches * cfg.batch_size, train_time=time.perf_counter() - t0)
         self._evaluate(model, loop, curriculum, wb)
         if self.task.is_solved(loop.last_eval["train"]):
             loop.sequences_to_solve = loop.seen
@@ -358,7 +345,7 @@ class Trainer:
         result["fit"] = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
         return result
 
-    def _result(self, model: MemoryModel, loop: _Loop, status: str, error: str | None = None,
+    def _result(self, model: MemoryModel, loop: LoopState, status: str, error: str | None = None,
                 diverged_at: dict[str, int] | None = None) -> dict[str, Any]:
         return build_result(self.config, self.task, model, loop, status, error, diverged_at)
 
@@ -368,7 +355,7 @@ class Trainer:
         return data
 
     # --- checkpoints ---------------------------------------------------------------------
-    def _save_checkpoint(self, model, optimizer, gen, curriculum, loop: _Loop) -> None:
+    def _save_checkpoint(self, model, optimizer, gen, curriculum, loop: LoopState) -> None:
         now = time.monotonic()
         loop.wall_time += now - self._wall_mark
         self._wall_mark = now
@@ -382,7 +369,7 @@ class Trainer:
         }
         save_checkpoint(self.checkpoint_path, state)
 
-    def _append(self, loop: _Loop, row: dict[str, Any]) -> None:
+    def _append(self, loop: LoopState, row: dict[str, Any]) -> None:
         R.append_jsonl(self.metrics_path, row)
         loop.rows += 1
 

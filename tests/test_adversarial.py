@@ -64,7 +64,7 @@ from memtasks.models import MemoryModel, register_model
 
 
 def _model_plugin(name: str, config: str = "hidden_size: int = 4", init: str = "", forward: str = "return self.lin(x), state",
-                  out: str = "d_out", frozen: bool = True, base: str = "MemoryModel") -> str:
+                  out: str = "d_out", frozen: bool = True, base: str = "MemoryModel", body: str = "") -> str:
     return _MODEL_HEAD + f"""
 @dataclass{'(frozen=True)' if frozen else ''}
 class C:
@@ -72,6 +72,7 @@ class C:
 
 @register_model({name!r}, config=C)
 class M({base}):
+{body}
     def __init__(self, d_in, d_out, config):
         super().__init__(d_in, d_out, config)
         self.lin = nn.Linear(d_in, {out})
@@ -80,6 +81,13 @@ class M({base}):
         return torch.zeros(batch_size, 4, device=device)
     def forward(self, x, state=None):
         {forward}
+"""
+
+
+RESERVOIR = """
+    size_knob = "reservoir_size"
+    def reservoir_states(self, u, state=None):
+        raise RuntimeError('kaboom in reservoir')
 """
 
 
@@ -142,6 +150,7 @@ CASES: list[Case] = [
     Case("show_png_suffix", ["show", "copy", "--png", "out.txt"], needles=["--png out.txt", ".txt", ".png"]),
     Case("show_png_no_folder", ["show", "copy", "--png", "nofolder/x.png"], needles=["--png", "nofolder", "does not exist"]),
     Case("show_png_is_folder", ["show", "copy", "--png", "."], needles=["--png", "is a folder"]),
+    Case("show_png_under_a_file", ["show", "copy", "--png", "afile/x.png"], files={"afile": "x"}, needles=["--png", "afile is a file, not a folder"]),
     Case("show_png_empty", ["show", "copy", "--png", ""], needles=["--png ''", "empty file name", ".png"]),
     # models, tasks
     Case("models_task_typo", ["models", "--task", "cpy"], needles=["did you mean 'copy'"]),
@@ -192,6 +201,15 @@ CASES: list[Case] = [
     Case("plugin_init_raises_bench", ["bench", "models", "--models", "ir_m", "--plugin", "p.py", "--batch-size", "1"],
          files={"p.py": _model_plugin("ir_m", init="raise RuntimeError('kaboom in init')")},
          needles=["model 'ir_m'", "plugin code", "kaboom in init"]),
+    Case("plugin_forward_raises_bench", ["bench", "models", "--models", "fr_m", "--plugin", "p.py", "--batch-size", "1"],
+         files={"p.py": _model_plugin("fr_m", forward="raise RuntimeError('kaboom in forward')")},
+         needles=["model 'fr_m'", "plugin code", "kaboom in forward"]),
+    Case("plugin_forward_no_state_bench", ["bench", "models", "--models", "ns_m", "--plugin", "p.py", "--batch-size", "1"],
+         files={"p.py": _model_plugin("ns_m", forward="return self.lin(x)")}, needles=["model 'ns_m'", "plugin code"]),
+    Case("plugin_reservoir_raises_capacity", ["capacity", "--model", "rs_m", "--plugin", "p.py", "--sizes", "5", "--seeds", "0"],
+         files={"p.py": _model_plugin("rs_m", config="reservoir_size: int = 5\n    seed: int = 0\n    input_scaling: float = 1.0\n    spectral_radius: float = 0.9",
+                                      body=RESERVOIR)},
+         needles=["model 'rs_m'", "plugin code", "kaboom in reservoir"]),
     Case("plugin_init_raises_train", ["train", "--task", "copy", "--model", "ir_m", "--plugin", "p.py", *TINY],
          files={"p.py": _model_plugin("ir_m", init="raise RuntimeError('kaboom in init')")}, clean=False,
          needles=["ir_m", "kaboom in init"],
@@ -344,6 +362,9 @@ CASES: list[Case] = [
          xfail="--group ../escape writes the run outside --runs-dir (r/../escape/copy/lstm/seed-0), and --set group=/abs "
                "to /abs/...; train/config.py RunConfig: a group must be one plain folder name (no '/', '..', "
                "absolute paths), else ConfigError (exit 2)"),
+    Case("train_group_dot", ["train", "--task", "copy", "--model", "lstm", *TINY, "--group", "."], needles=["group"],
+         xfail="--group . puts the run at runs/./copy/lstm/seed-0 = runs/copy/lstm/seed-0, one level too shallow (the "
+               "results code then reads group 'copy'); RunConfig should refuse '.', '..' and names with '/' (exit 2)"),
     Case("train_group_nested", ["train", "--task", "copy", "--model", "lstm", *TINY, "--group", "a/b"], needles=["group"],
          xfail="--group a/b nests the run one level deeper (runs/a/b/copy/...), where the results code reads group 'a' "
                "and task 'b'; RunConfig should refuse a group with '/' (exit 2)"),
@@ -425,6 +446,10 @@ CASES: list[Case] = [
     Case("matrix_seeds_repeated", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "lstm", "--seeds", "3", "3"], rc=0,
          needles=["--seeds lists 3 more than once"], stdout_needles=["1 cells"]),
     Case("matrix_workers_negative", ["matrix", "smoke", "--dry-run", "--workers", "-1"], needles=["--workers", ">= 1", "-1"]),
+    Case("matrix_workers_huge", ["matrix", "smoke", "--dry-run", "--workers", "100000"], needles=["--workers"],
+         xfail="--workers 100000 is accepted: LocalExecutor starts min(workers, cells) spawned processes, each importing "
+               "torch (80 for the smoke preset on this 2-core machine); cli/matrix.py: bound --workers (by CPU count "
+               "or by memory per worker) and say so (exit 2)"),
     Case("matrix_workers_zero", ["matrix", "smoke", "--dry-run", "--workers", "0"], needles=["--workers", ">= 1"]),
     Case("matrix_workers_per_gpu_zero", ["matrix", "smoke", "--dry-run", "--workers-per-gpu", "0"], needles=["--workers-per-gpu"]),
     Case("matrix_executor_unknown", ["matrix", "smoke", "--dry-run", "--executor", "slurm"], needles=["--executor", "'slurm'"]),

@@ -92,9 +92,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from memtasks.tasks import get_task
 
         copy = get_task("copy")
-        for name in models or ():
-            with plugin_code(MODELS.get(name), f"model {name!r}: building it"):
-                build_model(name, copy.d_in, copy.d_out)
+        for name in models or ():  # one small training step: a plugin model that breaks is named before timing
+            with plugin_code(MODELS.get(name), f"model {name!r}: one training step"):
+                model = build_model(name, copy.d_in, copy.d_out)
+                batch = copy.sample(2, torch.Generator().manual_seed(0), length=2)
+                out, _ = model(batch.inputs)
+                copy.loss_fn(out, batch).backward()
     torch.set_num_threads(args.threads)
     info = bench.machine_info(args.threads)
     if args.what == "tasks":
@@ -138,11 +141,12 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     hparams = {"input_scaling": args.input_scaling, "spectral_radius": args.spectral_radius}
     sizes = unique("--sizes", args.sizes)
     seeds = unique("--seeds", args.seeds)
-    runs = [
-        memory_capacity(n, seed=s, model=args.model, input_range=args.input_range, **hparams)
-        for n in sizes
-        for s in seeds
-    ]
+    with plugin_code(cls, f"model {args.model!r}: measuring its memory capacity"):
+        runs = [
+            memory_capacity(n, seed=s, model=args.model, input_range=args.input_range, **hparams)
+            for n in sizes
+            for s in seeds
+        ]
     table = []
     for n in sizes:
         mc = [r["memory_capacity"] for r in runs if r["reservoir_size"] == n]

@@ -161,6 +161,9 @@ def output_file(path: str | os.PathLike[str], flag: str, suffixes: Sequence[str]
     if p.is_dir():
         raise CLIError(f"{flag} {p}: is a folder; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
+    above = next((q for q in (parent, *parent.parents) if q.exists()), None)
+    if above is not None and not above.is_dir():
+        raise CLIError(f"{flag} {p}: {above} is a file, not a folder; give a path in a folder")
     if not parent.is_dir():
         raise CLIError(f"{flag} {p}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):

@@ -472,6 +472,61 @@ def test_kernel_backward_twice_and_partial_state_gradients():
     assert_matches(grads[0], grads[1], "gradients")
 
 
+@needs_kernel
+@pytest.mark.parametrize("steps", [1, 3, 4, 5, 8, 9])
+def test_kernel_matches_torch_path_at_every_checkpoint_phase(steps):
+    """Sequence lengths below, at and past multiples of sequence.CHECKPOINT (the segments the backward
+    recomputes). From a random state with well-separated usages: from the all-zero state, whose usages
+    tie, one rounding difference between two float32 implementations can flip the allocation order."""
+    fast, slow = kernel_and_torch(12, hidden_size=16, memory_slots=10, memory_width=4, read_heads=2)
+    g = gen(30 + steps)
+    x = torch.randn(3, steps, 9, generator=g)
+    state = random_state(fast, 3, g)
+    weights = [torch.randn(t.shape, generator=g) for t in (torch.empty(3, steps, 8), *state)]
+    a = run_with_grads(model_forward, fast, x, state, weights)
+    b = run_with_grads(model_forward, slow, x, state, weights)
+    for what, got, want in zip(("outputs", "parameter gradients", "state gradients"), a, b):
+        assert_matches(got, want, what)
+
+
+@needs_kernel
+def test_kernel_batch_elements_are_independent():
+    """The kernels run one batch element at a time: an element's state is the same, bit for bit, in a
+    batch of one and in a batch of four, and so are its state gradients."""
+    torch.manual_seed(13)
+    model = models.build_model("dnc", 9, 8, hidden_size=16, memory_slots=12, memory_width=4)
+    g = gen(14)
+    x = torch.randn(4, 7, 9, generator=g)
+    state = random_state(model, 4, g)
+    _, whole = model(x, state)
+    _, alone = model(x[2:3], DNCState(*(s[2:3] for s in state)))
+    for name, a, b in zip(DNCState._fields, whole, alone):
+        assert torch.equal(a[2:3], b), name
+    grads = []
+    for sl in (slice(0, 4), slice(2, 3)):
+        link = state.link[sl].clone().requires_grad_()
+        _, final = model(x[sl], DNCState(*(s[sl] for s in state))._replace(link=link))
+        (final.h.sum() + final.memory.pow(2).sum() + final.link.sum()).backward()
+        grads.append(link.grad)
+    assert torch.equal(grads[0][2:3], grads[1])
+
+
+@needs_kernel
+def test_sequence_kernel_allocation_failure_is_a_memory_error_naming_the_kernel():
+    lib = cpu_kernel.load()
+    scratch = torch.zeros(16)
+    ptr = scratch.data_ptr()
+    names = [name for name, _ in cpu_kernel.Buffers._fields_[5:]]
+    buf = cpu_kernel.Buffers(B=0, N=1 << 40, W=1, R=1, H=1, **{name: ptr for name in names})
+    pointers = {name: ptr for name, _ in cpu_kernel.Sequence._fields_[3:]}
+    seq = cpu_kernel.Sequence(T=1, K=4, train=1, **pointers)
+    with pytest.raises(MemoryError, match=r"dnc C kernel dnc_sequence_forward: out of memory"):
+        lib.dnc_sequence_forward(buf, seq)
+    grads = cpu_kernel.SequenceGrad()
+    with pytest.raises(MemoryError, match=r"dnc C kernel dnc_sequence_backward: out of memory"):
+        lib.dnc_sequence_backward(buf, seq, grads)
+
+
 @pytest.mark.parametrize("cpu", [True, False])
 def test_chunked_forward_equals_whole_and_module_is_unchanged(cpu):
     torch.manual_seed(2)

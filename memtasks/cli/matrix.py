@@ -37,21 +37,58 @@ def _stderr(line: str) -> None:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    from memtasks.matrix.executor import LocalExecutor, RayExecutor
-    from memtasks.matrix.runner import plan_matrix, run_matrix, summary_json, visible_gpus
-    from memtasks.matrix.spec import load_spec
+    from memtasks.matrix import tune
+    from memtasks.matrix.runner import plan_cells, plan_matrix
+    from memtasks.matrix.spec import expand, load_spec
 
     plugins = load_plugins(args.plugin)
     spec = load_spec(args.spec)
-    plan = plan_matrix(spec, Path(args.runs_dir), args.tasks, args.models, args.seeds, args.set, args.group, force=args.force)
+    runs = Path(args.runs_dir)
+    if spec.tune is None:
+        plan = plan_matrix(spec, runs, args.tasks, args.models, args.seeds, args.set, args.group, force=args.force)
+        if args.dry_run:
+            return _dry_run(plan)
+        return _run_phase(args, spec, plan, plugins)
+    cells = expand(spec, args.tasks, args.models, args.seeds, args.set, args.group)  # checked once tuned
+    trials = tune.trials(cells, spec.tune)
+    trial_plan = plan_cells([t.config for t in trials], runs, args.force, args.set)
     if args.dry_run:
-        for cell, state in plan.states():
-            c = cell
-            print(f"{c.group}/{c.task}/{c.model}/seed-{c.seed}  {state}  sequences={c.sequences} budget={c.param_budget}")
-        print(f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} already finished")
+        _dry_run(trial_plan)
+        print(f"then {len(cells)} final cells, each with its task and model's chosen value")
         return 0
+    _stderr(f"tuning: {len(trials)} trials ({len({(t.task, t.model) for t in trials})} task x model pairs)")
+    code = _run_phase(args, spec, trial_plan, plugins)
+    if code == EXIT_INTERRUPTED:
+        return code
+    missing = [t for t in trials if not (tune.trial_folder(runs, t) / "result.json").exists()]
+    if missing:
+        print(f"tuning is not complete ({len(missing)} trials have no record, e.g. {tune.trial_folder(runs, missing[0])}); "
+              "re-run the same command to finish it before the final cells", file=sys.stderr)
+        return EXIT_FAILED
+    choices = tune.choose(runs, trials)
+    group = cells[0].group if cells else spec.group
+    tune.write_choices(runs, group, choices, spec.tune)
+    for (task, model), c in sorted(choices.items()):
+        scores = ", ".join(f"{v:g}: {s:.4g}" for v, s in zip(c["grid"], c["validation"]))
+        _stderr(f"tuned {task}/{model}: {c['knob']} = {c['chosen']:g} (validation {c['metric']}: {scores})")
+    final = plan_cells(tune.apply(cells, choices), runs, args.force, args.set)
+    return _run_phase(args, spec, final, plugins)
+
+
+def _dry_run(plan: Any) -> int:
+    for c, state in plan.states():
+        print(f"{c.group}/{c.task}/{c.model}/seed-{c.seed}  {state}  sequences={c.sequences} budget={c.param_budget}")
+    print(f"{len(plan.cells)} cells: {len(plan.todo)} to run, {len(plan.finished)} already finished")
+    return 0
+
+
+def _run_phase(args: argparse.Namespace, spec: Any, plan: Any, plugins: tuple[str, ...]) -> int:
+    from tabulate import tabulate
+
+    from memtasks.matrix.executor import LocalExecutor, RayExecutor
+    from memtasks.matrix.runner import run_matrix, summary_json, visible_gpus
+    from memtasks.results import store as R
+
     if args.executor == "ray":
         executor: Any = RayExecutor(args.ray_address)
     else:
@@ -67,9 +104,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if report.busy:
         print("held by another process (not run here; re-run this command later to pick them up): "
               + ", ".join(o.label for o in report.busy), file=sys.stderr)
-    if report.outcomes and not report.interrupted:  # a pass that only skipped cells keeps the last real summary
-        summary_path = Path(args.runs_dir) / (args.group or spec.group) / "matrix_summary.json"
-        summary_path.write_text(summary_json(report) + "\n")
+    if report.outcomes and not report.interrupted and plan.cells:  # a pass that only skipped cells keeps the last summary
+        R.write_text_atomic(Path(args.runs_dir) / plan.cells[0].group / "matrix_summary.json", summary_json(report) + "\n")
     if report.interrupted:
         print(f"interrupted: {len(report.not_started)} cells not started; running cells saved checkpoints. "
               "Re-run the same command to resume.", file=sys.stderr)

@@ -86,7 +86,11 @@ def plan_matrix(
     A record of another configuration, or one that cannot be read, is never counted as the
     cell's result: without ``force`` that is a ``SpecError`` listing the cells, what differs and
     what to do; with ``force`` those cells are trained again."""
-    cells = expand(spec, tasks, models, seeds, sets, group)
+    return plan_cells(expand(spec, tasks, models, seeds, sets, group), runs_dir, force, sets)
+
+
+def plan_cells(cells: list[RunConfig], runs_dir: Path, force: bool = False, sets: list[str] | None = None) -> MatrixPlan:
+    """:func:`plan_matrix` for cells given one by one (a tuning phase's trials or its final cells)."""
     todo, finished, problems = [], [], []
     for cfg in cells:
         folder = R.run_dir(runs_dir, cfg.group, cfg.task, cfg.model, cfg.seed)

@@ -41,12 +41,13 @@ from typing import Any, Mapping
 
 from memtasks.core.config import ConfigError, check_int, unknown_key_message
 from memtasks.core.registry import RegistryError
+from memtasks.matrix.tune import TuneSpec, parse_tune
 from memtasks.train.config import RunConfig
 
 log = logging.getLogger(__name__)
 
 PRESETS = ("demo", "smoke", "cpu", "paper")
-_TOP_KEYS = ("name", "group", "seeds", "description", "train", "tasks", "models")
+_TOP_KEYS = ("name", "group", "seeds", "description", "train", "tasks", "models", "tune")
 _CELL_FIXED = ("task", "model", "seed", "task_params", "model_params")
 
 
@@ -64,6 +65,7 @@ class MatrixSpec:
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # model -> {hparams..., "train": {...}}
     description: str = ""
     source: str = ""
+    tune: TuneSpec | None = None  # the equal-tuning phase (memtasks.matrix.tune), if any
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -130,7 +132,14 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec", default_name: str 
         for key, table in tables.items():
             if "train" in table:
                 _table(table["train"], source, f"{kind}.{key}.train")
-    spec = MatrixSpec(name, group, tuple(seeds), train, tasks, models, description, source)
+    try:
+        tune = parse_tune(data.get("tune"), source)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    for model in (tune.models if tune else {}):
+        if model not in models:
+            raise SpecError(f"{source}: [tune.models.{model}] names a model this matrix does not train")
+    spec = MatrixSpec(name, group, tuple(seeds), train, tasks, models, description, source, tune)
     expand(spec)  # validates every cell now, so errors surface before anything runs
     return spec
 

@@ -33,6 +33,22 @@ def test_demo_preset_is_copy_ntm_dnc_lstm_at_equal_budgets() -> None:
     assert {tuple(c.task_params["generalise"]) for c in cells} == {(30, 50, 100)}
 
 
+def test_demo_cells_are_the_cpu_presets_copy_cells() -> None:
+    """What demo.toml says: its runs read against the committed cpu records of copy (same sizes,
+    optimisers, budgets, evaluation schedule and seeds), only its group and lengths differ."""
+    import dataclasses
+
+    import memtasks.models  # noqa: F401  (registers the models)
+
+    demo = expand(load_spec("demo"))
+    cpu = expand(load_spec("cpu"), tasks=["copy"], models=sorted({c.model for c in demo}), seeds=list(load_spec("demo").seeds))
+
+    def key(c):
+        return dataclasses.replace(c, group="demo", task_params={**c.task_params, "generalise": (30, 50, 100)})
+
+    assert sorted(map(repr, map(key, cpu))) == sorted(map(repr, map(key, demo)))
+
+
 def test_make_demo_runs_the_preset_and_compares_its_models() -> None:
     lines = _make_recipe("demo")
     matrix = next(words for words in lines if words[:2] == ["memtasks", "matrix"])

@@ -144,7 +144,7 @@ CASES: list[Case] = [
     Case("show_length_huge", ["show", "copy", "--length", "1000000000"], needles=["--length 1000000000", "GiB", "shorter length"]),
     Case("show_length_below_task_min", ["show", "associative_recall", "--length", "1"], needles=["associative_recall.length=1", "[2,"]),
     Case("show_length_below_order", ["show", "dynamic_ngrams", "--length", "1"], needles=["--length 1", "order=6"]),
-    Case("show_length_below_xor_min", ["show", "delayed_xor", "--length", "1"], needles=["--length 1", "T0 >= 22"]),
+    Case("show_length_below_xor_min", ["show", "delayed_xor", "--length", "1"], needles=["--length 1", "T0 >= 10"]),
     Case("show_seed_negative", ["show", "copy", "--seed", "-1"], needles=["--seed", ">= 0"]),
     Case("show_seed_nan", ["show", "copy", "--seed", "nan"], needles=["--seed", "'nan'"]),
     Case("show_png_suffix", ["show", "copy", "--png", "out.txt"], needles=["--png out.txt", ".txt", ".png"]),

@@ -73,12 +73,15 @@ def test_binary_addition_operands_use_every_bit() -> None:
 # --- delayed_xor and adding ---------------------------------------------------------------------
 
 
-def _check_marker_sequence(T0: int, T: int, inp: list[list[float]], mask: list[bool]) -> tuple[int, int]:
+def _check_marker_sequence(
+    T0: int, T: int, inp: list[list[float]], mask: list[bool], windows: str = "fixed"
+) -> tuple[int, int]:
     assert T0 <= T <= math.floor(Fraction(11, 10) * T0)
     marks = [t for t, row in enumerate(inp) if row[1] != 0]
     assert len(marks) == 2
     i, j = marks
-    assert 0 <= i < 10 <= j < T // 2
+    first_end = 10 if windows == "fixed" else T // 10  # version 1: [0, 10); version 2: the first tenth
+    assert 0 <= i < first_end <= j < T // 2
     assert [t for t, row in enumerate(inp) if row[2] != 0] == [T - 1]
     assert [t for t in range(len(mask)) if mask[t]] == [T - 1]
     assert all(row == [0.0, 0.0, 0.0] for row in inp[T:])
@@ -87,7 +90,7 @@ def _check_marker_sequence(T0: int, T: int, inp: list[list[float]], mask: list[b
 
 @pytest.mark.parametrize("length", [None, 22, 100, 1000])
 def test_delayed_xor_is_xor_of_marked_bits(length: int | None) -> None:
-    task = get_task("delayed_xor")
+    task = get_task("delayed_xor", marker_windows="fixed")  # encoding version 1
     batch = task.sample(32, _gen(5), length=length)
     T0s, steps = batch.lengths.tolist(), batch.extras["steps"].tolist()
     assert batch.inputs.shape[1] == max(steps) <= task.max_steps(max(T0s))
@@ -114,12 +117,44 @@ def test_adding_is_sum_of_marked_values(length: int | None) -> None:
 
 
 def test_marker_layout_covers_its_ranges() -> None:
-    batch = get_task("delayed_xor").sample(2000, _gen(8), length=50)
+    batch = get_task("delayed_xor", marker_windows="fixed").sample(2000, _gen(8), length=50)
     steps = batch.extras["steps"]
     assert set(steps.tolist()) == set(range(50, 56))
     marks = batch.inputs[:, :, 1].nonzero()[:, 1].view(-1, 2)
     assert set(marks[:, 0].tolist()) == set(range(10))
     assert marks[:, 1].min().item() == 10 and marks[:, 1].max().item() == 26  # floor(55 / 2) - 1
+
+
+@pytest.mark.parametrize("length", [None, 10, 23, 100, 1000])
+def test_delayed_xor_scaled_windows(length: int | None) -> None:
+    """Encoding version 2 (the default): i in [0, floor(T/10)), j in [floor(T/10), floor(T/2))."""
+    task = get_task("delayed_xor", min_length=10, base_length=100)
+    assert task.version == "2" and task.train_range == (10, 100)
+    batch = task.sample(64, _gen(7), length=length)
+    T0s, steps = batch.lengths.tolist(), batch.extras["steps"].tolist()
+    inputs, targets, mask = batch.inputs.tolist(), batch.targets[..., 0].tolist(), batch.mask.tolist()
+    for s in range(64):
+        T = steps[s]
+        i, j = _check_marker_sequence(T0s[s], T, inputs[s], mask[s], windows="scaled")
+        assert targets[s][T - 1] == float(int(inputs[s][i][0]) ^ int(inputs[s][j][0]))
+
+
+def test_scaled_windows_cover_their_ranges_and_match_version_1_at_t_100() -> None:
+    batch = get_task("delayed_xor").sample(4000, _gen(8), length=20)
+    steps = batch.extras["steps"]
+    marks = batch.inputs[:, :, 1].nonzero()[:, 1].view(-1, 2)
+    assert set(steps.tolist()) == {20, 21, 22}
+    assert set(marks[:, 0].tolist()) == {0, 1} and set(marks[:, 1].tolist()) == set(range(2, 11))  # floor(22/2) - 1
+    at_100 = {w: get_task("delayed_xor", marker_windows=w).sample(64, _gen(3), length=100) for w in ("fixed", "scaled")}
+    same = at_100["fixed"].extras["steps"] < 110  # floor(T/10) = 10 for T in [100, 109]: the same windows
+    assert same.sum() > 32 and torch.equal(at_100["fixed"].inputs[same], at_100["scaled"].inputs[same])
+
+
+def test_a_field_at_its_old_value_keeps_the_old_evaluation_sets() -> None:
+    fixed = get_task("delayed_xor", marker_windows="fixed")
+    assert fixed.version == "1" and "marker_windows" not in fixed.seed_params()
+    assert get_task("adding").seed_params() == {"base_length": 100, "generalise": (200, 500, 1000, 5000)}
+    assert fixed.eval_hash(None, 8) != get_task("delayed_xor").eval_hash(None, 8)
 
 
 def test_adding_constant_baseline_mse() -> None:
@@ -131,7 +166,11 @@ def test_adding_constant_baseline_mse() -> None:
 
 def test_marker_tasks_reject_short_lengths() -> None:
     with pytest.raises(ValueError, match="base_length"):
-        get_task("delayed_xor", base_length=21)
+        get_task("delayed_xor", base_length=21, marker_windows="fixed")
+    with pytest.raises(ValueError, match="base_length"):
+        get_task("delayed_xor", base_length=9)  # the scaled windows need T0 >= 10
+    with pytest.raises(ValueError, match="min_length"):
+        get_task("delayed_xor", base_length=50, min_length=60)
     with pytest.raises(ValueError, match="generalise"):
         get_task("adding", generalise=(10,))
     with pytest.raises(ValueError, match="too short"):

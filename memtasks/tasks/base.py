@@ -122,6 +122,8 @@ class Task:
 
     loss: ClassVar[str] = "bce"
     version: ClassVar[str] = "1"
+    # fields added after records were made, and the value those records implicitly used
+    implicit_before_field: ClassVar[dict[str, Any]] = {}
     solved_metric: ClassVar[str] = "bit_errors"
     solved_threshold: ClassVar[float] = 0.01
     sample_overrides: ClassVar[tuple[str, ...]] = ()
@@ -248,7 +250,7 @@ class Task:
 
     def stable_seed(self, *parts: Any) -> int:
         """A 63-bit seed from a sha256 of this task's identity and ``parts`` (never Python's hash())."""
-        return stable_seed(self.name, self.version, self.params(), *parts)
+        return stable_seed(self.name, self.version, self.seed_params(), *parts)
 
     # --- metrics -------------------------------------------------------------------
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
@@ -320,6 +322,13 @@ class Task:
     # --- description ---------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def seed_params(self) -> dict[str, Any]:
+        """The parameters that derive the evaluation sets' seeds: ``params()`` less any field still
+        at the value every record made before it existed used (``implicit_before_field``), so
+        adding a field to a task leaves its existing evaluation sets exactly as they were."""
+        implicit = self.implicit_before_field
+        return {k: v for k, v in self.params().items() if not (k in implicit and implicit[k] == v)}
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params().items())

@@ -128,8 +128,13 @@ def run_identity(config: RunConfig) -> dict[str, Any]:
 
     from memtasks.models import model_config
 
+    from memtasks.tasks import get_task
+
     ident = _plain(config.identity())
     ident.pop("model_params")  # compared resolved, as model_config
+    task = get_task(config.task, **config.task_params)
+    ident["task_params"] = _plain(task.params())  # resolved: a changed task default is a different run
+    ident["task_version"] = task.version
     ident["model_config"] = _model_fields(config, dataclasses.asdict(model_config(config.model, **config.model_params)))
     return ident
 
@@ -145,8 +150,15 @@ def stored_identity(folder: Path) -> dict[str, Any] | None:
         run = dict(data["run"])
         run.setdefault("recipe", "family")  # records from before recipes trained with the family's defaults
         config = RunConfig.from_dict(run)
+        from memtasks.tasks import get_task
+
         ident = _plain(config.identity())
         ident.pop("model_params")
+        recorded = data.get("task_params") if isinstance(data.get("task_params"), dict) else {}
+        task = get_task(config.task, **config.task_params)
+        implicit = task.implicit_before_field
+        ident["task_params"] = {k: _plain(recorded[k] if k in recorded else implicit.get(k, v)) for k, v in _plain(task.params()).items()}
+        ident["task_version"] = str((data.get("versions") or {}).get("task", "1"))
         if isinstance(data.get("optim"), dict):
             ident["optim"] = _plain(data["optim"])  # what it actually trained with
         stored_model = data.get("model_config")
@@ -161,8 +173,8 @@ def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     diffs = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and key in ("optim", "model_config"):
-            prefix = "model" if key == "model_config" else key
+        if isinstance(a, dict) and isinstance(b, dict) and key in ("optim", "model_config", "task_params"):
+            prefix = {"model_config": "model", "task_params": "task"}.get(key, key)
             diffs += [f"{prefix}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif a != b:
             diffs.append(f"{key}: {a!r} -> {b!r}")

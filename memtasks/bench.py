@@ -85,10 +85,10 @@ def bench_models(
     """
     from memtasks.train.config import RunConfig
     from memtasks.train.trainer import make_optimizer
-    from memtasks.models import build_model, list_models
+    from memtasks.models import MODELS, build_model, list_models
 
     task = get_task("copy")
-    names = models or [m for m in list_models() if m != "esn"]
+    names = models or [m for m in list_models() if not MODELS.get(m).closed_form]  # no gradient step to time
     if reference and "lstm" not in names:
         names = ["lstm", *names]
     dev = torch.device(device)

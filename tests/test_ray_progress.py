@@ -71,21 +71,34 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: dict[str, f
     executor = RayExecutor()
     report = run_matrix(plan, spec, tmp_path, executor, "disabled", echo=lines.append)
     running = [int(m.group(1)) for line in lines if (m := re.search(r"running (\d+),", line))]
-    return fake, executor, report, running
+    return fake, executor, report, running, lines
 
 
 def test_ray_progress_counts_what_the_cluster_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake, executor, report, running = _run(tmp_path, monkeypatch, {"CPU": 2.0}, cells=6)
+    fake, executor, report, running, lines = _run(tmp_path, monkeypatch, {"CPU": 2.0}, cells=6)
     assert not fake.initialized, "the executor shut down the Ray it started"
     assert fake.remote_options == {"num_cpus": 1}
     assert running == [2, 2, 2, 2, 1, 0]  # was the pending count: 5, 4, 3, 2, 1, 0
     assert executor.slots == 2 and report.workers == 2  # was 1: the CPUs were read after shutdown
     assert len(report.outcomes) == 6
+    assert lines[0].endswith("6 cells, 0 already finished, 6 to run on Ray")
 
 
 def test_ray_progress_on_gpus_and_fewer_cells_than_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake, executor, report, running = _run(tmp_path, monkeypatch, {"CPU": 32.0, "GPU": 4.0}, cells=3)
+    fake, executor, report, running, lines = _run(tmp_path, monkeypatch, {"CPU": 32.0, "GPU": 4.0}, cells=3)
     assert fake.remote_options == {"num_gpus": 1, "num_cpus": 0}
     assert executor.slots == 4
     assert running == [2, 1, 0]
     assert report.workers == 3  # utilisation is measured against the cells that could run, not idle GPUs
+
+
+def test_header_with_nothing_to_run_names_no_workers(tmp_path: Path) -> None:
+    from memtasks.matrix.executor import LocalExecutor
+    from memtasks.matrix.runner import MatrixPlan
+
+    spec = parse_spec({"seeds": [0], "tasks": {"copy": {}}, "models": {"lstm": {}}}, default_name="t")
+    cells = plan_matrix(spec, tmp_path).cells
+    lines: list[str] = []
+    report = run_matrix(MatrixPlan(cells, [], cells), spec, tmp_path, LocalExecutor(workers=2), "disabled", echo=lines.append)
+    assert lines == ["matrix t: 1 cells, 1 already finished, 0 to run"]
+    assert report.workers == 1 and report.utilisation() is None

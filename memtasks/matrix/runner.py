@@ -146,10 +146,9 @@ def run_matrix(
     group = plan.cells[0].group if plan.cells else spec.group
     write_matrix_meta(spec, group, runs_dir, plan.sets)
     workers = executor.plan() if isinstance(executor, LocalExecutor) else 0
-    echo(
-        f"matrix {spec.name}: {len(plan.cells)} cells, {skipped} already finished, {len(todo)} to run"
-        + (f" on {min(workers, max(1, len(todo)))} workers" if workers else " on Ray")
-    )
+    n = min(workers, len(todo))
+    where = "" if not todo else (f" on {n} worker{'s' if n != 1 else ''}" if workers else " on Ray")
+    echo(f"matrix {spec.name}: {len(plan.cells)} cells, {skipped} already finished, {len(todo)} to run{where}")
     started = time.monotonic()
     done_count = 0
     failed = 0

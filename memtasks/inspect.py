@@ -73,7 +73,11 @@ class TrainedRun:
 def check_run_folder(folder: Path | str) -> Path:
     """The cheap checks of :func:`load_run` (no model is built): a run folder with a finished
     record and trained weights."""
+    if str(folder) == "":
+        raise InspectError("'': an empty name is not a run folder; give one like runs/<group>/<task>/<model>/seed-<k>")
     folder = Path(folder)
+    if folder.is_file():
+        raise InspectError(f"{folder}: is a file, not a folder; give its run folder, {folder.parent}")
     if not folder.is_dir():
         raise InspectError(f"{folder}: no such run folder; give one like runs/<group>/<task>/<model>/seed-<k>")
     if not (folder / "config.json").is_file():

@@ -110,7 +110,7 @@ class MemoryModel(nn.Module):
 
     def state_size(self) -> int:
         """Floats of recurrent state per sequence."""
-        state = self.initial_state(1, torch.device("cpu"))
+        state = self.initial_state(1, torch.device("meta"))  # counted, not allocated
         return sum(t.numel() for t in _tensors(state))
 
     @classmethod
@@ -118,6 +118,22 @@ class MemoryModel(nn.Module):
         with torch.device("meta"):
             model = cls(d_in, d_out, config)
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    @classmethod
+    def memory_floats(cls, d_in: int, d_out: int, config: Any) -> tuple[int, int]:
+        """OPTIONAL: ``(trainable parameters, other floats)`` of a model and one sequence's state,
+        without allocating it (the default builds it on the meta device; a family that cannot be
+        built there says so with its own count). ``(0, 0)`` when it cannot be told."""
+        try:
+            with torch.device("meta"):
+                model = cls(d_in, d_out, config)
+                state = model.initial_state(1, torch.device("meta"))
+        except Exception:  # a plugin that cannot be built on the meta device is not checked here
+            return 0, 0
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        other = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        other += sum(b.numel() for b in model.buffers()) + sum(t.numel() for t in _tensors(state))
+        return trainable, other
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_in:
@@ -244,9 +260,26 @@ def build_model(name: str, d_in: int, d_out: int, param_budget: int | None = Non
             "trainable_params": count,
             "relative_error": (count - param_budget) / param_budget,
         }
+    _check_fits(cls, name, d_in, d_out, config)
     model = cls(d_in, d_out, config)
     model.budget_info = info
     return model
+
+
+def _check_fits(cls: Any, name: str, d_in: int, d_out: int, config: Any) -> None:
+    """Refuse, before anything is allocated, a model whose weights, gradients, optimiser state,
+    buffers and the state of one sequence need more than the memory limit."""
+    trainable, other = cls.memory_floats(d_in, d_out, config)
+    need = trainable * BYTES_PER_TRAINED_PARAM + 4 * other
+    if need > memory_limit_bytes():
+        knob = cls.size_knob
+        sizes = ", ".join(f"{f.name}={getattr(config, f.name)}" for f in dataclasses.fields(config)
+                          if f.name == knob or f.name.endswith(("_size", "_slots", "_width", "_heads", "layers")))
+        raise ConfigError(
+            f"model {name!r} ({sizes}) needs about {need / GIB:,.1f} GiB ({trainable:,} trainable parameters, "
+            f"{other:,} other floats), over the limit of {memory_limit_bytes() / GIB:,.1f} GiB "
+            "(half of this machine's memory); choose a smaller model"
+        )
 
 
 def _fit_budget(

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from memtasks.core.config import check_choice, check_float, check_int
 from memtasks.models.base import MemoryModel, register_model
 
+FLOAT32_MAX = 3.4e38  # the reservoir runs in float32: a larger scale is inf
 Scored = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (inputs, targets, mask) of a batch
 _RIDGE_GRID = tuple(10.0**k for k in range(-8, 2))  # 1e-8, 1e-7, ..., 1e1
 
@@ -69,8 +70,8 @@ class ESNConfig:
     def __post_init__(self) -> None:
         check_int("esn", "reservoir_size", self.reservoir_size, 1)
         check_int("esn", "connectivity", self.connectivity, 1)
-        check_float("esn", "spectral_radius", self.spectral_radius, 0.0, open_lo=True)
-        check_float("esn", "input_scaling", self.input_scaling, 0.0)
+        check_float("esn", "spectral_radius", self.spectral_radius, 0.0, FLOAT32_MAX, open_lo=True)
+        check_float("esn", "input_scaling", self.input_scaling, 0.0, FLOAT32_MAX)
         check_float("esn", "leak_rate", self.leak_rate, 0.0, 1.0, open_lo=True)
         if not isinstance(self.ridge_grid, (tuple, list)) or not self.ridge_grid:
             raise ValueError(f"esn.ridge_grid must be a non-empty tuple of numbers, got {self.ridge_grid!r}")
@@ -137,6 +138,12 @@ class ESN(MemoryModel):
     @classmethod
     def count_params(cls, d_in: int, d_out: int, config: ESNConfig) -> int:
         return (1 + d_in + config.reservoir_size) * d_out
+
+    @classmethod
+    def memory_floats(cls, d_in: int, d_out: int, config: ESNConfig) -> tuple[int, int]:
+        """Building W takes a dense N x N float64 matrix, a few copies of it in the eigen-decomposition."""
+        n = config.reservoir_size
+        return cls.count_params(d_in, d_out, config), 8 * n * n + n * (1 + d_in) + n
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.zeros(batch_size, self.config.reservoir_size, device=device)

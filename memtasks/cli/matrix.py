@@ -41,6 +41,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from memtasks.matrix.runner import plan_cells, plan_matrix
     from memtasks.matrix.spec import expand, load_spec
 
+    _check_flags(args)
     plugins = load_plugins(args.plugin)
     spec = load_spec(args.spec)
     runs = Path(args.runs_dir)
@@ -73,6 +74,30 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         _stderr(f"tuned {task}/{model}: {c['knob']} = {c['chosen']:g} (validation {c['metric']}: {scores})")
     final = plan_cells(tune.apply(cells, choices), runs, args.force, args.set)
     return _run_phase(args, spec, final, plugins)
+
+
+MAX_WORKERS_PER_CPU = 4  # more processes than this per core only thrash (each imports torch)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that contradict each other or the machine, refused before anything is planned."""
+    import os
+
+    from memtasks.cli.common import CLIError
+
+    if str(args.runs_dir) == "":
+        raise CLIError("--runs-dir is empty; give the folder of run records (default: runs)")
+    if Path(args.runs_dir).exists() and not Path(args.runs_dir).is_dir():
+        raise CLIError(f"--runs-dir {args.runs_dir}: is a file, not a folder")
+    if args.executor != "ray" and args.ray_address:
+        raise CLIError("--ray-address is used only with --executor ray; add --executor ray or drop it")
+    if args.executor == "ray" and (args.workers is not None or args.workers_per_gpu != 1):
+        raise CLIError("--workers and --workers-per-gpu are for the local executor; with --executor ray the cluster's "
+                       "CPUs (or GPUs) decide how many cells run at once")
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if args.workers is not None and args.workers > most:
+        raise CLIError(f"--workers {args.workers} is more than {most} ({MAX_WORKERS_PER_CPU} per CPU core here); "
+                       "each worker is a process that imports torch")
 
 
 def _dry_run(plan: Any) -> int:

@@ -35,8 +35,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from memtasks.results import build_leaderboard, export_table
 
     out = output_file(args.output, "-o", (".md",))
-    csv = output_file(args.csv, "--csv", (".csv",)) if args.csv else None
-    js = output_file(args.json, "--json", (".json",)) if args.json else None
+    csv = output_file(args.csv, "--csv", (".csv",)) if args.csv is not None else None
+    js = output_file(args.json, "--json", (".json",)) if args.json is not None else None
     board = build_leaderboard([Path(d) for d in args.runs_dirs], args.group)
     for w in board.warnings:
         print(f"skipped: {w}", file=sys.stderr)

@@ -15,7 +15,7 @@ def add_commands(sub: Any, common: Common) -> None:
     sp = common.parser(sub, "train", "train one task x model x seed and write its run record")
     sp.add_argument("--task", required=True)
     sp.add_argument("--model", required=True)
-    sp.add_argument("--seed", type=non_negative_int("--seed"), default=0)
+    sp.add_argument("--seed", type=non_negative_int("--seed"), help="(default 0)")
     sp.add_argument("--sequences", type=non_negative_int("--sequences"), help="training budget in sequences (default 200,000)")
     sp.add_argument("--batch-size", type=positive_int("--batch-size"), dest="batch_size", help="(default 32)")
     sp.add_argument("--param-budget", type=positive_int("--param-budget"), dest="param_budget",
@@ -90,10 +90,16 @@ class ProgressPrinter:
 def build_run_config(args: argparse.Namespace) -> Any:
     from memtasks.train.config import RunConfig
 
-    base: dict[str, Any] = {"task": args.task, "model": args.model, "seed": args.seed}
-    for key in ("sequences", "batch_size", "param_budget", "device", "group"):
+    from memtasks.cli.common import CLIError
+
+    base: dict[str, Any] = {"task": args.task, "model": args.model}
+    set_keys = {item.split("=", 1)[0].strip() for item in args.set or ()}
+    for key in ("seed", "sequences", "batch_size", "param_budget", "device", "group"):
         value = getattr(args, key, None)
         if value is not None:
+            if key in set_keys:
+                flag = "--" + key.replace("_", "-")
+                raise CLIError(f"{flag} and --set {key}= both give {key}; give it once")
             base[key] = value
     return RunConfig(**base).with_sets(args.set or [])
 

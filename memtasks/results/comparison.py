@@ -7,6 +7,8 @@ The runs compared must all come from one group (pass ``groups`` to choose).
 """
 from __future__ import annotations
 
+import difflib
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +47,10 @@ def select(df: pd.DataFrame, models: list[str], task: str | None, where: str) ->
     missing = [m for m in models if m not in available]
     if missing:
         scope = f" of task {task!r}" if task else ""
+        close = [c for m in missing for c in difflib.get_close_matches(m, available, n=1, cutoff=0.5)]
+        hint = f"; did you mean {close[0]!r}?" if close else ";"
         raise NoRecordsError(
-            f"no runs{scope} of model(s) {', '.join(map(repr, missing))} under {where}; models with runs: {', '.join(available)}"
+            f"no runs{scope} of model(s) {', '.join(map(repr, missing))} under {where}{hint} models with runs: {', '.join(available)}"
         )
     sel = df[df["model"].isin(models)]
     check_one_group(sel, where)
@@ -115,6 +119,12 @@ def build_comparison(
     dirs = [Path(d) for d in runs_dirs]
     models = list(dict.fromkeys(models))
     df, warnings = collect(dirs, list(groups) if groups else None)
+    if df.empty and groups:
+        present = sorted(set(collect(dirs)[0].get("group", [])))
+        close = [c for g in groups for c in difflib.get_close_matches(g, present, n=1, cutoff=0.5)]
+        hint = f"; did you mean {close[0]!r}?" if close else ";"
+        raise NoRecordsError(f"no run records of group(s) {', '.join(map(repr, groups))} under "
+                             f"{', '.join(map(str, dirs))}{hint} groups with records: {', '.join(present) or 'none'}")
     sel = select(df, models, task, ", ".join(map(str, dirs)))
     out_dir = Path(out_dir)
     sections: list[str] = []

@@ -8,6 +8,8 @@ groups, so a run of other groups (``make demo``'s ``smoke``) cannot overwrite th
 """
 from __future__ import annotations
 
+import difflib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -52,10 +54,15 @@ def build_leaderboard(runs_dirs: Iterable[Path | str], groups: Iterable[str] | N
     if df.empty:
         if wanted:
             present = groups_of(collect(dirs)[0])
+            close = [m for g in wanted for m in difflib.get_close_matches(g, present, n=1, cutoff=0.5)]
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
             raise NoRecordsError(
-                f"no run records of group(s) {', '.join(map(repr, wanted))} under {_where(dirs)}; "
+                f"no run records of group(s) {', '.join(map(repr, wanted))} under {_where(dirs)}{hint} "
                 f"groups with records: {', '.join(present) or 'none'}"
             )
+        skipped = [w for w in warnings if w.startswith("skipped")]
+        if skipped:
+            raise NoRecordsError(f"no readable run record under {_where(dirs)}: {'; '.join(skipped[:3])}")
         raise NoRecordsError(f"no run records under {_where(dirs)}; train some first (memtasks train, memtasks matrix) "
                              "or give the folder that holds them")
     present = groups_of(df)

@@ -280,6 +280,11 @@ def _records(runs_dirs: list[Path], groups: list[str] | None, warnings: list[str
             if groups and result.group not in groups:
                 continue
             key = (result.group, result.task, result.model, result.seed)
+            folder = path.parent.relative_to(runs_dir).parts
+            if len(folder) == 4 and folder != (result.group, result.task, result.model, f"seed-{result.seed}"):
+                warnings.append(f"skipped {path}: the record says {result.group}/{result.task}/{result.model}/"
+                                f"seed-{result.seed} but lies in {'/'.join(folder)} (copied or moved by hand?)")
+                continue
             if key in seen:
                 warnings.append(f"skipped {path}: duplicate of {seen[key]} (same group, task, model and seed)")
                 continue
@@ -304,6 +309,8 @@ def collect(runs_dirs: Iterable[Path | str], groups: Iterable[str] | None = None
     dirs = [Path(d) for d in runs_dirs]
     groups = list(groups) if groups else None
     for d in dirs:
+        if d.exists() and not d.is_dir():
+            raise NoRecordsError(f"{d}: is a file, not a folder; give the folder that holds <group>/<task>/<model>/seed-<k>/")
         if not d.is_dir():
             raise NoRecordsError(f"{d}: no such runs folder; give the folder that holds <group>/<task>/<model>/seed-<k>/ "
                                  "(memtasks train and memtasks matrix write to runs/ by default)")

@@ -45,6 +45,12 @@ def make_model(config: RunConfig, task: Task) -> MemoryModel:
             raise RunError(str(exc)) from None
         except (TypeError, ValueError) as exc:  # a plugin model's own validation
             raise RunError(f"model {config.model!r}: {exc}") from None
+        except RuntimeError as exc:
+            if "alloc" in str(exc).lower():  # an allocation no check could foresee
+                raise RunError(f"model {config.model!r} does not fit in memory: {exc}") from None
+            raise RunError(f"model {config.model!r} failed to build (its own code): {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a plugin model's constructor
+            raise RunError(f"model {config.model!r} failed to build (its own code): {type(exc).__name__}: {exc}") from None
 
 
 def probe_contract(model: MemoryModel, task: Task, device: torch.device) -> None:

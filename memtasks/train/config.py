@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -19,6 +20,7 @@ CURRICULA = ("none", "uniform", "grow")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 RECIPES = ("standard", "family")
+GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 # The benchmark's one training recipe for every gradient-trained model: Adam with the global
 # gradient norm clipped at 1; the learning rate is the one knob a matrix tunes ([tune]).
 STANDARD_RECIPE: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "clip_value": None, "clip_norm": 1.0}
@@ -88,6 +90,11 @@ class RunConfig:
         for name in ("task", "model", "group"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"RunConfig.{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if not GROUP_NAME.match(self.group):
+            raise ConfigError(
+                f"RunConfig.group={self.group!r} must be one plain folder name (letters, digits and _ . + = -, "
+                "starting with a letter or digit; no '/' or '..'): runs/<group>/<task>/<model>/seed-<k>"
+            )
         check_int("RunConfig", "seed", self.seed, 0)
         if self.param_budget is not None:
             check_int("RunConfig", "param_budget", self.param_budget, 1)
@@ -163,11 +170,15 @@ class RunConfig:
         task_params = dict(self.task_params)
         model_params = dict(self.model_params)
         own = [f.name for f in dataclasses.fields(self) if f.name not in ("task_params", "model_params")]
+        seen: dict[str, str] = {}
         for item in assignments:
             if "=" not in item:
                 raise ConfigError(f"--set expects key=value, got {item!r}")
             key, raw = item.split("=", 1)
             key = key.strip()
+            if key in seen and seen[key] != raw:
+                raise ConfigError(f"--set {key} is given twice, as {seen[key]!r} and {raw!r}; give it once")
+            seen[key] = raw
             if key.startswith("task."):
                 cls = TASKS.get(self.task)
                 sub = key[5:]

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from memtasks.core.errors import MemtasksError
 from memtasks.core.seeds import stable_seed
 from memtasks.models import MemoryModel
 from memtasks.tasks.limits import check_sample_size
@@ -108,6 +109,13 @@ class Trainer:
     # --- main ----------------------------------------------------------------------------
     def run(self, force: bool = False) -> dict[str, Any]:
         """Train (or resume, or return the finished result of) this run."""
+        if str(self.runs_dir) in ("", "."):
+            raise RunError("--runs-dir is empty; give the folder of run records (default: runs)")
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.config.threads)
+        # everything a wrong input can break is built and checked before the run folder exists
+        model = make_model(self.config, self.task).to(self.device)
+        self._check_sizes(model)
         self._prepare_runs_dir()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +132,7 @@ class Trainer:
                 if done is not None:
                     self.reused = True
                     return done
-            return self._run_locked(fresh=force)
+            return self._run_locked(model, fresh=force)
 
     def _prepare_runs_dir(self) -> None:
         if self.runs_dir.exists() and not self.runs_dir.is_dir():
@@ -140,16 +148,17 @@ class Trainer:
         except OSError as exc:
             raise RunError(f"runs dir {self.runs_dir} is not writable ({exc.strerror or exc})") from None
 
-    def _run_locked(self, fresh: bool = False) -> dict[str, Any]:
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.config.threads)
-        model = make_model(self.config, self.task).to(self.device)
-        self._check_sizes(model)
+    def _run_locked(self, model: MemoryModel, fresh: bool = False) -> dict[str, Any]:
         checkpoint = load_checkpoint(self.checkpoint_path, self.device, self.config.digest())  # before anything is written
         if checkpoint is not None:
             self._check_metrics_rows(checkpoint["loop"]["rows"])
         self.ran_with = self._ran_with(model)
-        resolved = self._write_config(model)
+        try:
+            resolved = self._write_config(model)  # draws the evaluation sets to hash them
+        except (MemtasksError, OSError):
+            raise
+        except Exception as exc:  # a plugin task's own code
+            raise RunError(f"task {self.config.task!r} failed while drawing its evaluation sets: {type(exc).__name__}: {exc}") from None
 
         from memtasks.train.wandb_log import WandbRun
 

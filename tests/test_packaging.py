@@ -54,8 +54,17 @@ def test_package_list_matches_the_tree():
 @pytest.mark.slow
 def test_wheel_installs_memtasks_models_and_no_top_level_models(tmp_path):
     pytest.importorskip("setuptools")
+    import shutil
+
+    src = tmp_path / "src"  # a copy, so the build leaves no build/ or egg-info in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    for name in ("memtasks", "models"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(src)],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -173,6 +173,22 @@ def stacked_zeros(config: Any, batch_size: int, device: torch.device | str | Non
     return torch.zeros(batch_size, config.num_layers, config.hidden_size, device=device)
 
 
+def trace_stacked_layers(model: Any, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``trace`` for a stack of layers ``model.layers`` (each ``layer(seq (T, B, m), h (B, n)) ->
+    (outputs (T, B, n), h_T)``, state ``(B, num_layers, n)``): ``forward``'s ``y`` and final state,
+    and ``hidden``, h_t of every layer after every step ``(B, T, num_layers, n)``, from running the
+    layers again with the same operations."""
+    y, final = model(x, state)
+    if state is None:
+        state = model.initial_state(x.shape[0], x.device).to(x.dtype)
+    seq, outs = x.transpose(0, 1), []  # (T, B, d_in)
+    with torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            seq, _ = layer(seq, state[:, i])
+            outs.append(seq)  # (T, B, n)
+    return y, final, {"hidden": torch.stack(outs, dim=2).transpose(0, 1)}
+
+
 def _tensors(state: State) -> Iterable[torch.Tensor]:
     if isinstance(state, torch.Tensor):
         yield state

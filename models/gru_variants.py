@@ -33,7 +33,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from memtasks.core.config import check_int
-from memtasks.models.base import MemoryModel, register_model, stacked_zeros
+from memtasks.models.base import MemoryModel, register_model, stacked_zeros, trace_stacked_layers
 
 
 @dataclass(frozen=True)
@@ -177,15 +177,7 @@ class _GateVariantGRU(MemoryModel):
         """``forward``, and ``hidden``: h_t of every layer after every step, ``(B, T, num_layers, n)``
         (OPTIONAL in the contract). ``y`` and the final state are ``forward``'s own; the layers are
         run again, with the same operations, to keep their outputs."""
-        y, final = self(x, state)
-        if state is None:
-            state = self.initial_state(x.shape[0], x.device).to(x.dtype)
-        seq, outs = x.transpose(0, 1), []  # (T, B, d_in)
-        with torch.no_grad():
-            for i, layer in enumerate(self.layers):
-                seq, _ = layer(seq, state[:, i])
-                outs.append(seq)  # (T, B, n)
-        return y, final, {"hidden": torch.stack(outs, dim=2).transpose(0, 1)}
+        return trace_stacked_layers(self, x, state)
 
 
 @register_model("gru0", config=GRU0Config)

@@ -34,7 +34,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from memtasks.core.config import check_float, check_int
-from memtasks.models.base import MemoryModel, register_model, stacked_zeros
+from memtasks.models.base import MemoryModel, register_model, stacked_zeros, trace_stacked_layers
 
 
 @dataclass(frozen=True)
@@ -124,15 +124,7 @@ class IndRNN(MemoryModel):
         """``forward``, and ``hidden``: h_t of every layer after every step, ``(B, T, num_layers, n)``
         (OPTIONAL in the contract). ``y`` and the final state are ``forward``'s own; the layers are
         run again, with the same operations, to keep their outputs."""
-        y, final = self(x, state)
-        if state is None:
-            state = self.initial_state(x.shape[0], x.device).to(x.dtype)
-        seq, outs = x.transpose(0, 1), []  # (T, B, d_in)
-        with torch.no_grad():
-            for i, layer in enumerate(self.layers):
-                seq, _ = layer(seq, state[:, i])
-                outs.append(seq)  # (T, B, n)
-        return y, final, {"hidden": torch.stack(outs, dim=2).transpose(0, 1)}
+        return trace_stacked_layers(self, x, state)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

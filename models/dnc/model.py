@@ -201,14 +201,11 @@ class DNC(MemoryModel):
         """``(y, state, arrays)`` from the PyTorch operators, step by step as ``step.py`` composes
         them, keeping the intermediates of :meth:`trace`; ``y`` and the state are ``forward``'s
         wherever ``forward`` runs those operators (``cpu_kernel=False``, a GPU, float64)."""
-        from memtasks.models.dnc import memory as mem
-        from memtasks.models.dnc.interface import split_interface
-
         self.check_input(x)
         B, T, _ = x.shape
         state = self._check_state(self.initial_state(B, x.device) if state is None else state, B)
         cfg = self.config
-        H, N, W, R = cfg.hidden_size, cfg.memory_slots, cfg.memory_width, cfg.read_heads
+        H, N, R = cfg.hidden_size, cfg.memory_slots, cfg.read_heads
         h, c, memory, usage, link, precedence, w_write, w_read, reads = state
         names = ("write_weighting", "read_weightings", "usage", "allocation", "read_modes")
         kept: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -220,19 +217,11 @@ class DNC(MemoryModel):
             i, f, o = torch.sigmoid(gates[:, : 3 * H]).chunk(3, dim=1)
             c = torch.addcmul(f * c, i, torch.tanh(gates[:, 3 * H :]))
             h = o * torch.tanh(c)
-            it = split_interface(self.interface(h), W, R)
-            usage = mem.update_usage(usage, w_write, mem.retention(it.free_gates, w_read))
-            allocation = mem.allocation_weighting(usage)
-            write_content = mem.content_weighting(memory, it.keys[:, :1], it.strengths[:, :1]).squeeze(1)
-            w_write = mem.write_weighting(allocation, write_content, it.allocation_gate, it.write_gate)
-            memory = mem.write_memory(memory, w_write, it.erase, it.write_vector)
-            new_link = mem.update_link(link, w_write, precedence)
-            forward, backward = mem.directional_weightings(new_link, w_read)
-            precedence = mem.update_precedence(precedence, w_write)
-            read_content = mem.content_weighting(memory, it.keys[:, 1:], it.strengths[:, 1:])
-            w_read = mem.read_weighting(backward, read_content, forward, it.read_modes)
-            link, reads = new_link, mem.read_memory(memory, w_read)
-            for name, value in zip(names, (w_write, w_read, usage, allocation, it.read_modes)):
+            extra: dict[str, torch.Tensor] = {}
+            memory, usage, link, precedence, w_write, w_read, reads = memory_step_torch(
+                self.interface(h), memory, usage, link, precedence, w_write, w_read, keep=extra
+            )
+            for name, value in zip(names, (w_write, w_read, usage, extra["allocation"], extra["read_modes"])):
                 kept[name].append(value)
             hs.append(h)
             rs.append(reads.flatten(1))

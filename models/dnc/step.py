@@ -24,8 +24,12 @@ def memory_step_torch(
     precedence: torch.Tensor,
     w_write: torch.Tensor,
     w_read: torch.Tensor,
+    keep: dict[str, torch.Tensor] | None = None,
 ) -> Step:
     """The memory step, differentiated by autograd.
+
+    ``keep``, when given, receives the intermediates a figure shows: the allocation weighting
+    a_t ``(B, N)`` and the read modes π_t ``(B, R, 3)``.
 
     Args:
         xi: ξ_t ``(B, S)``, the raw interface vector (``interface.py``).
@@ -46,4 +50,6 @@ def memory_step_torch(
     precedence = mem.update_precedence(precedence, w_write)
     read_content = mem.content_weighting(memory, it.keys[:, 1:], it.strengths[:, 1:])
     w_read = mem.read_weighting(backward, read_content, forward, it.read_modes)
+    if keep is not None:
+        keep["allocation"], keep["read_modes"] = allocation, it.read_modes
     return memory, usage, new_link, precedence, w_write, w_read, mem.read_memory(memory, w_read)

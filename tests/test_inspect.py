@@ -427,7 +427,7 @@ def test_wandb_logs_the_inspection_figure():
 
 
 def test_a_diverged_models_non_finite_weights_are_drawn(tmp_path):
-    from memtasks.inspect import example_batch, inspect_figure
+    from memtasks.memory_figure import example_batch, inspect_figure
 
     task = get_task("copy", bits=4, max_length=3)
     model = build_model("ntm", task.d_in, task.d_out, **SMALL["ntm"])

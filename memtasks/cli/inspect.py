@@ -103,7 +103,7 @@ def _verdict(record: dict[str, Any]) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from memtasks.inspect import example_batch, figure_title, inspect_figure, trace
+    from memtasks.memory_figure import example_batch, figure_title, inspect_figure, trace
     from memtasks.viz import text_grid
 
     load_plugins(args.plugin)

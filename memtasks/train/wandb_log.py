@@ -261,7 +261,7 @@ def _example_image(model: torch.nn.Module, task: Any, device: torch.device) -> A
     import wandb
     from PIL import Image
 
-    from memtasks.inspect import inspect_figure
+    from memtasks.memory_figure import inspect_figure
 
     batch = task.eval_batch(None, size=8, seed=1, device=device)
     fig = inspect_figure(model, task, batch, 0, title=f"{task.name}: {model.registry_name}")

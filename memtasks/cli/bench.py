@@ -96,8 +96,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             with plugin_code(MODELS.get(name), f"model {name!r}: one training step"):
                 model = build_model(name, copy.d_in, copy.d_out)
                 batch = copy.sample(2, torch.Generator().manual_seed(0), length=2)
-                out, _ = model(batch.inputs)
-                copy.loss_fn(out, batch).backward()
+                y, _ = model(batch.inputs)
+                copy.loss_fn(y, batch).backward()
     torch.set_num_threads(args.threads)
     info = bench.machine_info(args.threads)
     if args.what == "tasks":

@@ -62,6 +62,8 @@ class Trainer:
         wandb_mode: str | None = None,
         progress: Progress | None = None,
     ) -> None:
+        if str(runs_dir) == "":  # Path("") would be the current folder
+            raise RunError("--runs-dir is empty; give the folder of run records (default: runs)")
         self.config = config
         self.runs_dir = Path(runs_dir)
         self.dir = R.run_dir(runs_dir, config.group, config.task, config.model, config.seed)
@@ -109,8 +111,6 @@ class Trainer:
     # --- main ----------------------------------------------------------------------------
     def run(self, force: bool = False) -> dict[str, Any]:
         """Train (or resume, or return the finished result of) this run."""
-        if str(self.runs_dir) in ("", "."):
-            raise RunError("--runs-dir is empty; give the folder of run records (default: runs)")
         if self.device.type == "cpu":
             torch.set_num_threads(self.config.threads)
         # everything a wrong input can break is built and checked before the run folder exists

@@ -14,7 +14,7 @@ EXIT_INTERRUPTED = 130
 
 def add_commands(sub: Any, common: Common) -> None:
     sp = common.parser(sub, "matrix", "run a benchmark matrix (tasks x models x seeds); resumes by default")
-    sp.add_argument("spec", metavar="PRESET_OR_FILE", help="smoke | cpu | paper, or a TOML spec file")
+    sp.add_argument("spec", metavar="PRESET_OR_FILE", help="demo | smoke | cpu | paper, or a TOML spec file")
     sp.add_argument("--workers", type=positive_int("--workers"), help="worker processes (default: one per CPU core, or per GPU)")
     sp.add_argument("--workers-per-gpu", type=positive_int("--workers-per-gpu"), default=1, dest="workers_per_gpu")
     sp.add_argument("--executor", choices=("local", "ray"), default="local")

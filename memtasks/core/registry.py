@@ -108,7 +108,7 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} Known: {', '.join(self.names())}"
+        return f"unknown {self.kind} {name!r}{hint or ';'} known: {', '.join(self.names())}"
 
     def names(self) -> list[str]:
         self.load_entry_points()

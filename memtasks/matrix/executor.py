@@ -100,11 +100,11 @@ def _die_with_parent(parent: int | None) -> None:
 
 
 def _init_worker(threads: int, gpu_queue: Any, parent: int | None = None) -> None:
+    _die_with_parent(parent)  # first: importing torch takes seconds, and a driver may die meanwhile
     import torch
 
     from memtasks.train.interrupt import install_for_worker
 
-    _die_with_parent(parent)
     install_for_worker()  # Ctrl-C or SIGTERM: finish the step, write a checkpoint, report interrupted
     torch.set_num_threads(threads)
     if gpu_queue is not None:

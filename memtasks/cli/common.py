@@ -79,32 +79,29 @@ def load_plugins(names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(names or ())
 
 
-def positive_int(flag: str) -> Any:
-    """An argparse type: an integer >= 1, with an error naming ``flag``."""
+def whole_number(flag: str, lo: int, hi: int | None = None) -> Any:
+    """An argparse type: an integer >= ``lo`` (and <= ``hi``), with an error naming ``flag``."""
 
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 1, got {raw!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 1, got {value}")
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= {lo}, got {raw!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number in [{lo}, {hi}], got {value}")
         return value
 
     return parse
+
+
+def positive_int(flag: str) -> Any:
+    return whole_number(flag, 1)
 
 
 def non_negative_int(flag: str) -> Any:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 0, got {raw!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{flag} expects a whole number >= 0, got {value}")
-        return value
-
-    return parse
+    return whole_number(flag, 0)
 
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -128,16 +125,7 @@ def positive_float(flag: str, hi: float | None = None, why: str = "") -> Any:
 
 
 def positive_int_at_most(flag: str, hi: int) -> Any:
-    """An argparse type: an integer in [1, ``hi``]."""
-    base = positive_int(flag)
-
-    def parse(raw: str) -> int:
-        value = base(raw)
-        if value > hi:
-            raise argparse.ArgumentTypeError(f"{flag} expects a whole number in [1, {hi}], got {value}")
-        return value
-
-    return parse
+    return whole_number(flag, 1, hi)
 
 
 def unique(flag: str, values: Sequence[Any] | None) -> list[Any] | None:

@@ -275,10 +275,8 @@ def _check_sizes(cfg: RunConfig, task: Any) -> None:
     import torch
 
     from memtasks.core.errors import MemtasksError
-    from memtasks.core.limits import GIB, memory_limit_bytes
     from memtasks.models import MODELS
-    from memtasks.models.base import BYTES_PER_TRAINED_PARAM
-    from memtasks.tasks.limits import check_sample_size
+    from memtasks.tasks.limits import check_run_sizes
     from memtasks.train.build import make_model
 
     key = json.dumps([cfg.task, cfg.task_params, cfg.model, cfg.model_params, cfg.param_budget, cfg.batch_size,
@@ -289,22 +287,11 @@ def _check_sizes(cfg: RunConfig, task: Any) -> None:
         if MODELS.get(cfg.model).closed_form:
             raise NotImplementedError("closed form")
         with torch.device("meta"):
-            model = make_model(cfg, task)
-            trainable, state = model.param_counts()[0], model.state_size()
+            state = make_model(cfg, task).state_size()  # build_model refuses a model too large to train
     except MemtasksError:
         raise
     except Exception:  # noqa: BLE001 -- e.g. a model that copies data while it is built
         log.debug("%s cannot be built on the meta device; its sizes are checked when its runs start", cfg.model)
         state = 0
-    else:
-        if trainable * BYTES_PER_TRAINED_PARAM > memory_limit_bytes():
-            raise ConfigError(
-                f"{trainable:,} trainable parameters of model {cfg.model!r} ({dict(cfg.model_params) or 'defaults'}) need "
-                f"about {trainable * BYTES_PER_TRAINED_PARAM / GIB:,.1f} GiB to train, over the limit of "
-                f"{memory_limit_bytes() / GIB:,.1f} GiB (half of this machine's memory); use a smaller model"
-            )
-    check_sample_size(task, cfg.batch_size, None, "training length", state)
-    for length, _ in task.eval_points().values():
-        if length is not None:
-            check_sample_size(task, cfg.eval_size, length, "generalisation length", state)
+    check_run_sizes(task, cfg.batch_size, cfg.eval_size, state)
     _SIZES_CHECKED.add(key)

@@ -32,3 +32,12 @@ def check_sample_size(task: Any, batch_size: int, length: int | None, what: str,
             f"{need / GIB:,.1f} GiB, over the limit of {limit / GIB:,.1f} GiB (half of this machine's memory); "
             "use a shorter length or a smaller batch"
         )
+
+
+def check_run_sizes(task: Any, batch_size: int, eval_size: int, state_floats: int) -> None:
+    """What a run draws: its training batches and the evaluation set at every generalisation
+    length, each with a model of ``state_floats`` floats of state per sequence."""
+    check_sample_size(task, batch_size, None, "training length", state_floats)
+    for length, _ in task.eval_points().values():
+        if length is not None:
+            check_sample_size(task, eval_size, length, "generalisation length", state_floats)

@@ -27,7 +27,7 @@ import torch
 from memtasks.core.errors import MemtasksError
 from memtasks.core.seeds import stable_seed
 from memtasks.models import MemoryModel
-from memtasks.tasks.limits import check_sample_size
+from memtasks.tasks.limits import check_run_sizes
 from memtasks.train import interrupt
 from memtasks.results import store as R
 from memtasks.results.schema import RunResult
@@ -115,7 +115,7 @@ class Trainer:
             torch.set_num_threads(self.config.threads)
         # everything a wrong input can break is built and checked before the run folder exists
         model = make_model(self.config, self.task).to(self.device)
-        self._check_sizes(model)
+        check_run_sizes(self.task, self.config.batch_size, self.config.eval_size, model.state_size())
         self._prepare_runs_dir()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -186,12 +186,6 @@ class Trainer:
         wb.finish(result, model, self.task, self.device)
         return result
 
-    def _check_sizes(self, model: MemoryModel) -> None:
-        state = model.state_size()
-        check_sample_size(self.task, self.config.batch_size, None, "training length", state)
-        for label, (length, _) in self.task.eval_points().items():
-            if length is not None:
-                check_sample_size(self.task, self.config.eval_size, length, "generalisation length", state)
 
     def _ran_with(self, model: MemoryModel) -> dict[str, Any]:
         """What actually runs, where it differs from what was asked (recorded in config.json)."""

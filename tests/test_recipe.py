@@ -45,6 +45,18 @@ def test_track_best_counts_evaluations_without_improvement():
     assert loop.since_best == 2  # NaN and an equal value are no improvement; 4.99 was not 1% better than 5
 
 
+def test_a_widening_curriculum_restarts_the_plateau_count():
+    loop = LoopState()
+    for seen, value in [(0, 1.0), (1, 1.0), (2, 1.0)]:
+        loop.seen = seen
+        loop.track_best(value, 0.01)
+    assert loop.since_best == 2
+    loop.widened()  # progress the whole-range metric may not show yet
+    assert loop.since_best == 0 and loop.best == 1.0
+    loop.track_best(1.0, 0.01)
+    assert loop.since_best == 1
+
+
 @pytest.mark.parametrize("start,best,final,collapsed", [
     (4.0, 0.0, 3.0, True),     # solved, then back near the start: a collapse
     (4.0, 0.0, 0.5, False),    # solved, then a little worse: not a collapse

@@ -46,7 +46,7 @@ from memtasks.train.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("demo", "smoke", "cpu", "paper")
+PRESETS = ("demo", "smoke", "reference", "cpu", "paper")
 _TOP_KEYS = ("name", "group", "seeds", "description", "train", "tasks", "models", "tune")
 _CELL_FIXED = ("task", "model", "seed", "task_params", "model_params")
 

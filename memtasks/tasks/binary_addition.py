@@ -148,3 +148,38 @@ class BinaryAddition(Task):
         carry = 0.5 - 0.5 ** (length + 1)
         m.first[first + length] = m.second[first + length] = carry
         return m
+
+
+@register_task("binary_addition_online")
+@dataclass(frozen=True)
+class OnlineBinaryAddition(BinaryAddition):
+    """Binary addition written while it is read: ``binary_addition`` with ``mode="online"``.
+
+    The regular control beside the sequential task: the sum bit at step t needs only the carry,
+    one bit of state, so every recurrent model should learn it, and a model that fails the
+    sequential task but learns this one fails on memory, not on addition. Its own name gives it
+    its own rows in a matrix and on the leaderboard next to ``binary_addition``. The encoding is
+    ``binary_addition``'s online one (see there; T = n + 1 steps, every step scored).
+
+    Worked example, n = 3, a = 5 (bits 1 0 1), b = 3 (bits 1 1 0), a + b = 8 (bits 0 0 0 1)::
+
+        step      0  1  2  3
+        in ch0    1  0  1  0      <- a, least significant bit first
+        in ch1    1  1  0  0      <- b
+        tgt ch0   0  0  0  1      <- carry 1, 1, 1, then the final carry
+        scored    *  *  *  *
+
+    Attributes:
+        mode: always "online" (``binary_addition`` is the sequential task).
+        min_bits, max_bits, generalise: as in ``binary_addition``.
+    """
+
+    mode: str = "online"
+
+    def validate(self) -> None:
+        if self.mode != "online":
+            raise ConfigError(
+                f"{self.name}.mode must be 'online', got {self.mode!r}; "
+                "the sequential task is binary_addition"
+            )
+        super().validate()

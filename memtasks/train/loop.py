@@ -39,6 +39,12 @@ class LoopState:
         else:
             self.since_best += 1
 
+    def widened(self) -> None:
+        """The curriculum widened its range: the run is making progress, so the plateau count
+        starts again (the solved metric at the whole training range can stay flat while a
+        curriculum works through its shorter lengths)."""
+        self.since_best = 0
+
     def progress(self, total: int, loss: float, metrics: dict[str, float], solved_metric: str) -> dict[str, Any]:
         """What a progress display shows: sequences, loss, rate, ETA."""
         rate = self.seen / self.train_time if self.train_time > 0 else 0.0

@@ -279,6 +279,7 @@ class Trainer:
             if curriculum.kind == "grow" or time.monotonic() - last_progress > 1.0:
                 recent_metrics = self.task.metrics(outputs.detach().float(), batch)
                 if curriculum.observe(self.task, recent_metrics):
+                    loop.widened()
                     self._append(loop, {"event": "curriculum", "sequences": loop.seen, "range": [curriculum.lo, curriculum.hi]})
             if time.monotonic() - last_progress > 1.0:
                 last_progress = time.monotonic()

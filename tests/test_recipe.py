@@ -190,5 +190,10 @@ def test_matrix_tunes_every_model_equally_then_trains_its_seeds(tmp_path):
         esn_model = json.loads((runs / f"tuned/copy/esn/seed-{seed}/config.json").read_text())["model_config"]
         assert esn_model["spectral_radius"] == esn["chosen"]
     assert len(list(runs.glob("tuned-tune-*/copy/*/seed-0/result.json"))) == 6
+    from memtasks.results.aggregate import summarise
+    from memtasks.results.store import collect
+
+    agg = summarise(collect([runs], ["tuned"])[0]).set_index("model")  # the leaderboard's "tuned" column
+    assert agg.loc["lstm", "tuned"] == "lr 0.003" and agg.loc["esn", "tuned"] == f"spectral_radius {esn['chosen']:g}"
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)  # resumes: nothing to redo
     assert again.returncode == 0 and again.stderr.count("0 to run") == 2, again.stderr

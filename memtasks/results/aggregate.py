@@ -216,6 +216,7 @@ def _summarise(task: str, runs: pd.DataFrame, stats: pd.DataFrame, primary: str,
         "batch_max": float(batches.max()) if len(batches) else nan,
         "throughput": float(ok["throughput"].mean()) if len(ok) else nan,
         "closed_form": bool(runs["closed_form"].fillna(False).astype(bool).all()),
+        "tuned": ", ".join(sorted(set(runs["tuned"].dropna()))) or None,
         **_curves(ok, chance_all[(runs["status"] == "ok").to_numpy()]),
     }
     if primary == "cost" and "train/seq_accuracy" in runs:

@@ -34,6 +34,7 @@ HOW_TO_READ = f"""**How to read the tables.**
 - *to solve*: the median over all seeds of the training sequences (optimiser updates) at the first evaluation that met the task's solved threshold, a seed that never did counting as infinitely many, so *not within budget* when half or more never did. *solved*: seeds that meet the threshold at the end, of all seeds.
 - *AULC*: the mean cost over training (the trapezoid area under the learning curve from the first evaluation to the budget, over that span) ÷ chance, averaged over finished seeds: 1 is chance throughout, 0 perfect from the first evaluation.
 - *improving*: *yes* when, over the seeds that trained to the end of their budget, the cost fell in the last third of training by more than both the spread of their final costs (std) and {100 * IMPROVING_SHARE:g}% of the cost at two thirds; — when every seed stopped early, solved.
+- *tuned*: the value of the tuned hyper-parameter (the learning rate; for the ESN one closed-form hyper-parameter) the seeds trained with, chosen by the matrix's tuning phase on a validation set (`tuning.json` beside the seeds lists every trial's validation value).
 - Generalisation columns are means over finished seeds; *seq/s* is the mean training throughput. Each task's heading gives its budget in sequences and optimiser updates."""
 
 
@@ -136,6 +137,10 @@ def _task_columns(task: str, agg: pd.DataFrame, refs: list[dict[str, Any]]) -> l
         Column("model", lambda r: r["entry"], lambda r: f"*{r['name']}*"),
         Column("rank", lambda r: _rank_cell(r, shared)),
         Column("params", lambda r: params(r["params_min"], r["params_max"])),
+    ]
+    if agg["tuned"].notna().any():
+        cols.append(Column("tuned", lambda r: r["tuned"] or DASH))
+    cols += [
         Column(f"{unit} mean ± 95% CI", lambda r: pm(r["primary_mean"], r["primary_ci"], r["primary_n"]),
                lambda r: fmt(r["cost"])),
         Column(f"{unit} best (seed)", best),

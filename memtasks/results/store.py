@@ -39,7 +39,7 @@ BASE_COLUMNS = (
     "closed_form", "budget", "device", "device_name", "memtasks_version", "torch_version", "python_version",
     "git_commit", "task_params", "train_lo", "train_hi", "runs_dir", "path",
     "batch_size", "eval_size", "stopped_early", "updates_seen", "updates_to_solve",
-    "curve_evals", "curve_auc", "curve_two_thirds", "curve_final",
+    "curve_evals", "curve_auc", "curve_two_thirds", "curve_final", "tuned",
 )
 CURVE_METRICS = ("cost", "mse")  # the learning curve follows the first of these the train label has
 
@@ -201,6 +201,19 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _tuned(config: dict[str, Any], tuning: Path) -> str | None:
+    """``"<knob> <value>"``: the tuned hyper-parameter (named by the matrix's ``tuning.json`` beside
+    the seeds) at the value this run's own config says it trained with; None when not tuned."""
+    try:
+        knob = json.loads(tuning.read_text())["knob"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    value = _dict(config.get("optim")).get("lr") if knob == "lr" else _dict(config.get("model_config")).get(knob)
+    if value is None:
+        return None
+    return f"{knob} {value:g}" if isinstance(value, float) else f"{knob} {value}"
+
+
 def _int_or_nan(value: Any) -> float:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else float("nan")
 
@@ -261,6 +274,7 @@ def _row(result: RunResult, config: dict[str, Any], runs_dir: Path, path: Path,
     row["train_lo"], row["train_hi"] = _train_range(result.task, row["task_params"])
     row["batch_size"], row["eval_size"] = _int_or_nan(run.get("batch_size")), _int_or_nan(run.get("eval_size"))
     row["stopped_early"] = bool(result.stopped_early)
+    row["tuned"] = _tuned(config, path.parent.parent / "tuning.json")
     row.update(_curve(result, row["budget"], row["batch_size"], warnings, path))
     for label, metrics in result.final.items():
         for name, value in (metrics or {}).items():

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+from memtasks.core.lazy import LazyModule, torch
+
+F = LazyModule("torch.nn.functional")  # imported on first use, as torch
 
 LN2 = math.log(2.0)
 

@@ -193,7 +193,7 @@ CASES: list[Case] = [
     Case("plugin_forward_raises", ["train", "--task", "copy", "--model", "fr_m", "--plugin", "p.py", *TINY_TRAIN], rc=1,
          files={"p.py": _model_plugin("fr_m", forward="raise RuntimeError('kaboom in forward')")}, clean=False,
          needles=["kaboom in forward"], new_files=["runs/default/copy/fr_m/seed-0/result.json"]),
-    Case("plugin_init_raises_models", ["models", "--plugin", "p.py"],
+    Case("plugin_init_raises_models", ["models", "--task", "copy", "--plugin", "p.py"],
          files={"p.py": _model_plugin("ir_m", init="raise RuntimeError('kaboom in init')")},
          needles=["model 'ir_m'", "plugin code", "p.py", "kaboom in init"]),
     Case("plugin_init_raises_bench", ["bench", "models", "--models", "ir_m", "--plugin", "p.py", "--batch-size", "1"],

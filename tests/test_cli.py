@@ -27,6 +27,23 @@ def test_tasks_lists_every_task():
         assert f"d_in={task.d_in}" in line and f"loss={task.loss}" in line
 
 
+def test_models_counts_parameters_for_a_task_and_lists_plugins():
+    from memtasks.models import MODELS
+
+    out = cli("models", "--task", "copy", "--plugin", str(Path(__file__).resolve().parents[1] / "examples" / "my_model.py"))
+    assert out.returncode == 0, out.stderr
+    header, _, *rows = out.stdout.strip().splitlines()
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "model", "family", "size knob", "trainable params (copy)", "state floats"]
+    names = [row.strip("|").split("|")[0].strip() for row in rows]
+    builtin = [n for n in MODELS.names() if MODELS.get(n).__module__.startswith("memtasks.models.")]
+    assert names == sorted([*builtin, "mgu"])
+    lstm = next(row for row in rows if row.startswith("| lstm "))
+    cells = [c.strip() for c in lstm.strip("|").split("|")]
+    model = MODELS.get("lstm")(9, 8, MODELS.get("lstm").config_cls())
+    assert cells[2:] == ["hidden_size=100", str(model.param_counts()[0]), str(model.state_size())]
+
+
 def test_show_prints_grid_and_png(tmp_path):
     png = tmp_path / "x.png"
     out = cli("show", "copy", "--length", "3", "--png", str(png))

@@ -1,17 +1,22 @@
-"""``memtasks --help``, ``--version`` and every command's ``--help`` answer without importing torch
-(it takes seconds to import): each is run in a fresh interpreter, which then reports whether torch
-was imported.
+"""``memtasks --help``, ``--version``, every command's ``--help`` and the listings ``memtasks
+tasks`` and ``memtasks models`` answer without importing torch (it takes seconds to import): each
+is run in a fresh interpreter, which then reports whether torch was imported.
 
-The listings ``memtasks tasks`` and ``memtasks models`` still import torch: they read the
-registries, and the task and model modules are built on torch.
+The task modules import torch through ``memtasks.core.lazy`` (on first use, not at import), and
+the plain model listing reads the built-in models' registrations from their source
+(``memtasks.cli.zoo``), checked here against the imported registry. ``memtasks models --task T``
+(parameter counts), ``--plugin`` and ``memtasks show`` build or sample, so they import torch.
 """
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import json, sys
@@ -78,3 +83,49 @@ def test_python_m_memtasks_help_is_torch_free() -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "memtasks.cli" in imported
     assert "torch" not in imported
+
+
+# memtasks/tasks/binary_addition.py is being changed elsewhere: until its `import torch` reads
+# `from memtasks.core.lazy import torch`, the task registry imports torch through it. Remove this
+# marker with that change.
+_BINARY_ADDITION_IMPORTS_TORCH = "\nimport torch\n" in (ROOT / "memtasks/tasks/binary_addition.py").read_text()
+
+
+@pytest.mark.xfail(_BINARY_ADDITION_IMPORTS_TORCH, reason="binary_addition.py still imports torch", strict=True)
+def test_tasks_listing_is_torch_free_and_complete() -> None:
+    from memtasks.tasks import TASKS, get_task
+
+    result, text = _probe("tasks")
+    assert result == {"code": 0, "torch": False}, result
+    builtin = [n for n in TASKS.names() if TASKS.get(n).__module__.startswith("memtasks.tasks.")]
+    assert [line.split()[0] for line in text.splitlines()] == builtin
+    assert text.splitlines() == [get_task(n).describe() for n in builtin]
+
+
+def test_models_listing_is_torch_free_and_complete() -> None:
+    from memtasks.cli import zoo
+
+    result, text = _probe("models")
+    assert result == {"code": 0, "torch": False}, result
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    expected = [e.row() for e in _builtin_registry_entries()]
+    assert rows == [list(row.values()) for row in expected]
+    assert text.splitlines()[0].replace(" ", "") == "|model|family|sizeknob|"
+    assert zoo.source_entries() is not None
+
+
+def test_models_read_from_source_match_the_registry() -> None:
+    from memtasks.cli import zoo
+
+    entries = zoo.source_entries()
+    assert entries == _builtin_registry_entries()
+    assert {"lstm", "ntm", "dnc", "esn"} <= {e.name for e in entries}
+    esn = next(e for e in entries if e.name == "esn")
+    assert (esn.size_knob, esn.default_size) == ("reservoir_size", 500)
+
+
+def _builtin_registry_entries() -> list:
+    from memtasks.cli import zoo
+    from memtasks.models import MODELS
+
+    return [e for e in zoo.registry_entries() if MODELS.get(e.name).__module__.startswith("memtasks.models.")]

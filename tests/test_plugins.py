@@ -101,6 +101,8 @@ def test_installed_entry_point_package(tmp_path):
     listed = run("-c", "import memtasks.models as models; print(models.list_models())", env_extra=env)
     assert listed.returncode == 0, listed.stderr
     assert "toy_rnn" in listed.stdout
+    zoo = run("-m", "memtasks.cli", "models", env_extra=env)  # an entry point's model is imported, then listed
+    assert zoo.returncode == 0 and "| toy_rnn " in zoo.stdout, zoo.stderr
     trained = run("-m", "memtasks.cli", "train", "--task", "copy", "--model", "toy_rnn", "--sequences", "128",
                   "--set", "task.max_length=2", "--runs-dir", str(tmp_path / "runs"), "--quiet", env_extra=env)
     assert trained.returncode == 0, trained.stderr

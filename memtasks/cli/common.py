@@ -58,11 +58,13 @@ class Common:
 
 def load_plugins(names: Sequence[str] | None) -> tuple[str, ...]:
     """Import each ``--plugin``; a plugin that registers no task or model is named on stderr."""
+    if not names:
+        return ()
     from memtasks.core.registry import load_plugin
     from memtasks.models import MODELS
     from memtasks.tasks import TASKS
 
-    for spec in names or ():
+    for spec in names:
         path = Path(spec)
         if not spec.strip():
             raise CLIError("--plugin '': empty; give a .py file or an importable module name")
@@ -76,7 +78,7 @@ def load_plugins(names: Sequence[str] | None) -> tuple[str, ...]:
         fresh = set(sys.modules) - loaded  # a plugin imported before registers nothing new, rightly
         if fresh and (len(TASKS.names()), len(MODELS.names())) == before:
             print(f"memtasks: warning: --plugin {spec} registered no task or model", file=sys.stderr)
-    return tuple(names or ())
+    return tuple(names)
 
 
 def whole_number(flag: str, lo: int, hi: int | None = None) -> Any:

@@ -20,8 +20,13 @@ def add_commands(sub: Any, common: Common) -> None:
     sp = common.parser(sub, "tasks", "list the registered tasks")
     sp.set_defaults(func=cmd_tasks)
 
-    sp = common.parser(sub, "models", "list the registered models: family, size knob, parameters at the default size")
-    sp.add_argument("--task", default="copy", help="count parameters for this task's input and output widths")
+    sp = common.parser(sub, "models", "list the registered models: family, size knob and its default")
+    sp.add_argument(
+        "--task",
+        default=None,
+        help="also build each model at its default size for this task's input and output widths and show its "
+        "trainable parameters and floats of state per sequence (imports torch: a few seconds more)",
+    )
     sp.set_defaults(func=cmd_models)
 
     sp = common.parser(sub, "show", "print one example of a task (and draw it with --png)")
@@ -45,27 +50,25 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from memtasks.models import MODELS, build_model
-    from memtasks.tasks import get_task
+    from memtasks.cli import zoo
 
-    load_plugins(args.plugin)
-    task = get_task(args.task)
-    rows = []
-    for name in MODELS.names():
-        cls = MODELS.get(name)
-        with plugin_code(cls, f"model {name!r}: building it"):
-            model = build_model(name, task.d_in, task.d_out)
-        knob = cls.size_knob
-        doc = (cls.__doc__ or "").strip().splitlines()
-        rows.append(
-            {
-                "model": name,
-                "family": doc[0].rstrip(".") if doc else cls.__qualname__,
-                "size knob": f"{knob}={getattr(model.config, knob)}" if knob else "-",
-                f"trainable params ({task.name})": model.param_counts()[0],
-                "state floats": model.state_size(),
-            }
-        )
+    # the plain listing of the built-in models reads their source (no torch); plugins and
+    # parameter counts need the models themselves
+    entries = zoo.source_entries() if args.task is None and not args.plugin else None
+    if entries is None:
+        load_plugins(args.plugin)
+        entries = zoo.registry_entries()
+    rows = [entry.row() for entry in entries]
+    if args.task is not None:
+        from memtasks.models import MODELS, build_model
+        from memtasks.tasks import get_task
+
+        task = get_task(args.task)
+        for entry, row in zip(entries, rows):
+            with plugin_code(MODELS.get(entry.name), f"model {entry.name!r}: building it"):
+                model = build_model(entry.name, task.d_in, task.d_out)
+            row[f"trainable params ({task.name})"] = model.param_counts()[0]
+            row["state floats"] = model.state_size()
     print(tabulate(rows, headers="keys", tablefmt="github"))
     return 0
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from memtasks.core.lazy import torch
 from memtasks.tasks.base import register_task
 from memtasks.tasks.delayed_xor import MarkedPairTask
 

@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar
 
-import torch
-
 from memtasks import metrics as M
 from memtasks.core.config import ConfigError, check_int, check_keys
+from memtasks.core.lazy import torch
 from memtasks.core.registry import Registry, RegistryError
 from memtasks.core.seeds import stable_seed
 from memtasks.tasks import chance

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-import torch
-
+from memtasks.core.lazy import torch
 from memtasks.metrics import LN2
 
 EPS = 1e-12  # keeps log2 finite where a deterministic target meets its own prediction

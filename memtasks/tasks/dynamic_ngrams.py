@@ -4,10 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
 from memtasks import metrics as M
 from memtasks.core.config import ConfigError, check_int
+from memtasks.core.lazy import torch
 from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Reference, Task, register_task
 

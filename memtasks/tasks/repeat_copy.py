@@ -5,9 +5,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
 from memtasks.core.config import check_int
+from memtasks.core.lazy import torch
 from memtasks.tasks import chance
 from memtasks.tasks.base import NTM_PAPER_BUDGET, NTM_PAPER_SOURCE, Batch, Task, register_task
 

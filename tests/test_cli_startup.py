@@ -85,13 +85,6 @@ def test_python_m_memtasks_help_is_torch_free() -> None:
     assert "torch" not in imported
 
 
-# memtasks/tasks/binary_addition.py is being changed elsewhere: until its `import torch` reads
-# `from memtasks.core.lazy import torch`, the task registry imports torch through it. Remove this
-# marker with that change.
-_BINARY_ADDITION_IMPORTS_TORCH = "\nimport torch\n" in (ROOT / "memtasks/tasks/binary_addition.py").read_text()
-
-
-@pytest.mark.xfail(_BINARY_ADDITION_IMPORTS_TORCH, reason="binary_addition.py still imports torch", strict=True)
 def test_tasks_listing_is_torch_free_and_complete() -> None:
     from memtasks.tasks import TASKS, get_task
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from memtasks.core.config import ConfigError, check_choice, check_int
+from memtasks.core.lazy import torch
 from memtasks.tasks import chance
 from memtasks.tasks.base import Batch, Task, register_task
 

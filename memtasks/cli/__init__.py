@@ -27,7 +27,7 @@ from memtasks.cli import matrix as _matrix
 from memtasks.cli import results as _results
 from memtasks.cli import tasks as _tasks
 from memtasks.cli import train as _train
-from memtasks.cli.common import CLIError, Common, Parser
+from memtasks.cli.common import CLIError, Common, HelpFormatter, Parser
 from memtasks.core.errors import MemtasksError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="memtasks",
         description="Benchmark memory in recurrent and memory-augmented networks.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--version", action="version", version=f"memtasks {__version__}")

@@ -33,6 +33,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"memtasks: error: {where}{message} (see {self.prog} --help)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says it or there is none worth showing
+    (None, an empty list, a switch's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is argparse.SUPPRESS or default == [] or isinstance(default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
 class Common:
     """Builds sub-parsers with the flags every command takes (``-v``, ``--plugin``)."""
 
@@ -44,7 +56,7 @@ class Common:
 
     def parser(self, sub: Any, name: str, help: str, plugins: bool = True) -> argparse.ArgumentParser:
         sp = sub.add_parser(
-            name, help=help, description=help, parents=[self.parent], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+            name, help=help, description=help, parents=[self.parent], formatter_class=HelpFormatter
         )
         if plugins:
             sp.add_argument(

@@ -298,3 +298,26 @@ def test_an_interrupted_run_is_marked_preempted_and_resumes_under_its_id(tmp_pat
     runs = [read_run(p) for p in closed_logs(run_dir)]
     assert len(runs) == 2 and runs[0]["run"].run_id == runs[1]["run"].run_id, "the resume continues the W&B run"
     assert [h["train/loss"] for r in runs for h in r["history"] if "train/loss" in h] == [0.5, 0.25]
+
+
+def test_compare_logs_its_figures_and_table(tmp_path):
+    """``memtasks compare`` in a fresh interpreter (nothing imported beforehand, as for a user)
+    logs every figure it draws and the aggregate table to an offline W&B run."""
+    import os
+    import subprocess
+    import sys
+
+    fixture = Path(__file__).parent / "fixtures" / "runs"
+    out = tmp_path / "cmp"
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, "-m", "memtasks", "compare", "lstm", "gru", "--task", "copy", "--runs-dir",
+                           str(fixture), "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "W&B logging of the comparison failed" not in done.stderr, done.stderr
+    (log,) = closed_logs(out)
+    run = read_run(log)
+    logged = {k: v for row in run["history"] for k, v in row.items() if not k.startswith("_")}
+    drawn = {f"{p.stem.split('_', 1)[0]}/copy" for p in out.glob("*_copy.png")}
+    assert drawn and drawn <= set(logged), (drawn, sorted(logged))
+    assert all(logged[k]["_type"] == "image-file" for k in drawn)
+    assert logged["aggregate"]["_type"] == "table-file"

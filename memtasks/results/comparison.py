@@ -78,6 +78,7 @@ def _solve_rows(tdf: pd.DataFrame, entries: list[str]) -> list[dict[str, Any]]:
 
 
 def _log_wandb(mode: str, out_dir: Path, figures: dict[str, Any], table: pd.DataFrame, config: dict[str, Any]) -> None:
+    import matplotlib.pyplot  # noqa: F401 -- wandb.Image converts a matplotlib figure through pyplot
     import wandb
 
     from memtasks.train.wandb_log import PROJECT

@@ -68,14 +68,19 @@ def _cache_dir() -> Path:
     return Path(base) / "memtasks"
 
 
-def build(name: str, sources: Mapping[str, str], main: str, compiler: str, defines: Sequence[str] = ()) -> Path:
+def build(
+    name: str, sources: Mapping[str, str], main: str, compiler: str, defines: Sequence[str] = (), flags: Sequence[str] = ()
+) -> Path:
     """Compile ``sources[main]`` into ``<cache>/<name>_<hash>.so`` unless it is there; return its path.
 
     ``sources`` maps file names to texts; they are written side by side, so an include of ``"x.h"``
-    finds ``sources["x.h"]``. ``defines`` are ``-D`` options (``"COS_EPS=1e-08f"``).
+    finds ``sources["x.h"]``. ``defines`` are ``-D`` options (``"COS_EPS=1e-08f"``); ``flags`` are compiler
+    options after :data:`FLAGS` (``"-ffp-contract=fast"``), for this library alone.
     """
     last: Exception | None = None
     parts = [f"{k}\0{sources[k]}" for k in sorted(sources)] + [" ".join(defines), " ".join(FLAGS), compiler, _cpu_id()]
+    if flags:  # only then: a library without extra flags keeps its file name
+        parts.append(" ".join(flags))
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
     for directory in (_cache_dir(), Path(tempfile.gettempdir()) / "memtasks"):
         target = directory / f"{name}_{key}.so"
@@ -87,7 +92,7 @@ def build(name: str, sources: Mapping[str, str], main: str, compiler: str, defin
                 for file, text in sources.items():
                     (Path(tmp) / file).write_text(text)
                 out = Path(tmp) / f"{name}.so"
-                cmd = [compiler, *FLAGS, *(f"-D{d}" for d in defines), "-I", tmp, str(Path(tmp) / main), "-o", str(out)]
+                cmd = [compiler, *FLAGS, *flags, *(f"-D{d}" for d in defines), "-I", tmp, str(Path(tmp) / main), "-o", str(out)]
                 subprocess.run(cmd, check=True, capture_output=True, timeout=120)
                 os.replace(out, target)  # atomic
             return target
@@ -104,7 +109,7 @@ class KernelLibrary:
     name to its ``argtypes`` for functions that return a ``long`` (a size). ``structs`` maps a
     function that returns ``sizeof`` a C struct to the ``ctypes.Structure`` that mirrors it: a
     mismatch, a bug in this package, raises ``TypeError`` when the library is loaded.
-    ``defines`` are ``-D`` options for the build.
+    ``defines`` are ``-D`` options for the build, ``flags`` extra compiler options (after :data:`FLAGS`).
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class KernelLibrary:
         queries: Mapping[str, Sequence[Any]] | None = None,
         structs: Mapping[str, type[ctypes.Structure]] | None = None,
         defines: Sequence[str] = (),
+        flags: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.source = source  # relative to this package, e.g. "dnc/kernel.c"
@@ -123,6 +129,7 @@ class KernelLibrary:
         self.queries = dict(queries or {})
         self.structs = dict(structs or {})
         self.defines = tuple(defines)
+        self.flags = tuple(flags)
         self.model = model
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
@@ -132,7 +139,7 @@ class KernelLibrary:
         return {PurePosixPath(self.source).name: read_source(self.source), HEADER: read_source(HEADER)}
 
     def _build(self, compiler: str) -> Path:
-        return build(self.name, self.sources(), PurePosixPath(self.source).name, compiler, self.defines)
+        return build(self.name, self.sources(), PurePosixPath(self.source).name, compiler, self.defines, self.flags)
 
     def load(self) -> ctypes.CDLL | None:
         """The compiled library, or None where it cannot be built (then the PyTorch path is used)."""

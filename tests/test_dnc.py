@@ -491,24 +491,72 @@ def test_kernel_matches_torch_path_at_every_checkpoint_phase(steps):
 
 @needs_kernel
 def test_kernel_batch_elements_are_independent():
-    """The kernels run one batch element at a time: an element's state is the same, bit for bit, in a
-    batch of one and in a batch of four, and so are its state gradients."""
+    """The kernels run the batch two elements in lockstep (the last alone when the batch is odd): every
+    element's state is the same, bit for bit, in a batch of one and in a batch of five (first or second
+    of a pair, or the odd one), and so are its state gradients. Hidden size 17 gives the controller's
+    matrix-vector products row counts that are not multiples of their blocks of 8 and 4 rows."""
     torch.manual_seed(13)
-    model = models.build_model("dnc", 9, 8, hidden_size=16, memory_slots=12, memory_width=4)
+    model = models.build_model("dnc", 9, 8, hidden_size=17, memory_slots=12, memory_width=4)
     g = gen(14)
-    x = torch.randn(4, 7, 9, generator=g)
-    state = random_state(model, 4, g)
+    x = torch.randn(5, 7, 9, generator=g)
+    state = random_state(model, 5, g)
     _, whole = model(x, state)
-    _, alone = model(x[2:3], DNCState(*(s[2:3] for s in state)))
-    for name, a, b in zip(DNCState._fields, whole, alone):
-        assert torch.equal(a[2:3], b), name
-    grads = []
-    for sl in (slice(0, 4), slice(2, 3)):
-        link = state.link[sl].clone().requires_grad_()
-        _, final = model(x[sl], DNCState(*(s[sl] for s in state))._replace(link=link))
-        (final.h.sum() + final.memory.pow(2).sum() + final.link.sum()).backward()
-        grads.append(link.grad)
-    assert torch.equal(grads[0][2:3], grads[1])
+    link = state.link.clone().requires_grad_()
+    _, final = model(x, state._replace(link=link))
+    (final.h.sum() + final.memory.pow(2).sum() + final.link.sum()).backward()
+    for b in range(5):
+        sl = slice(b, b + 1)
+        _, alone = model(x[sl], DNCState(*(s[sl] for s in state)))
+        for name, a, c in zip(DNCState._fields, whole, alone):
+            assert torch.equal(a[sl], c), (b, name)
+        link_b = state.link[sl].clone().requires_grad_()
+        _, final_b = model(x[sl], DNCState(*(s[sl] for s in state))._replace(link=link_b))
+        (final_b.h.sum() + final_b.memory.pow(2).sum() + final_b.link.sum()).backward()
+        assert torch.equal(link.grad[sl], link_b.grad), b
+
+
+@needs_kernel
+def test_kernel_graphs_alive_together_keep_their_own_buffers():
+    """The kernel path's internal buffers come from a pool of arenas (sequence._lease), reused only once
+    the graph that leased one is gone: three graphs alive at once (more than the pool holds), with an
+    evaluation forward between them, then their backwards in another order, give the PyTorch path's
+    gradients."""
+    fast, slow = kernel_and_torch(21, hidden_size=16, memory_slots=10, memory_width=4)
+    g = gen(22)
+    xs = [torch.randn(3, steps, 9, generator=g) for steps in (6, 9, 5)]
+    states = [random_state(fast, 3, g) for _ in xs]
+    losses = []
+    for x, state in zip(xs, states):
+        y, final = fast(x, state)
+        with torch.no_grad():
+            fast(x[:, :2], state)
+        losses.append(y.pow(2).sum() + final.memory.pow(2).sum())
+    for i in (1, 2, 0):
+        got = torch.autograd.grad(losses[i], list(fast.parameters()))
+        y, final = slow(xs[i], states[i])
+        want = torch.autograd.grad(y.pow(2).sum() + final.memory.pow(2).sum(), list(slow.parameters()))
+        assert_matches(got, want, f"parameter gradients of graph {i}")
+
+
+def test_arena_views_are_aligned_apart_and_reused_only_when_free(monkeypatch):
+    from memtasks.models.dnc import sequence
+
+    monkeypatch.setattr(sequence, "_pool", [])
+    first = sequence._lease([(4, 5), (3,)])
+    a, b = first.views
+    assert a.shape == (4, 5) and b.shape == (3,) and b.data_ptr() - a.data_ptr() >= 20 * 4
+    assert a.data_ptr() % 64 == 0 and b.data_ptr() % 64 == 0
+    held = sequence._lease([(4, 5)])
+    assert held.views[0].data_ptr() != a.data_ptr()  # in use: not handed out twice
+    pointer = a.data_ptr()
+    del first, a, b
+    assert sequence._lease([(4, 5)]).views[0].data_ptr() == pointer  # free again: reused
+    assert len(sequence._pool) == 2
+    monkeypatch.setattr(sequence, "POOL_MAX_FLOATS", 64)
+    arenas = [entry[0] for entry in sequence._pool]
+    big = sequence._lease([(10, 10)])  # fits no arena and is larger than the pool keeps: allocated, not pooled
+    assert big.views[0].shape == (10, 10)
+    assert len(sequence._pool) == 2 and all(entry[0] is arena for entry, arena in zip(sequence._pool, arenas))
 
 
 @needs_kernel

@@ -20,6 +20,9 @@
  * buffers of the sequence as one dnc_buffers (mirrored field for field by cpu_kernel.Buffers)
  * and slot numbers into them, and returns a status code of cbuild_helpers.h. */
 #include "cbuild_helpers.h"
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define EPS 1e-6f
 
@@ -779,7 +782,7 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
     return KERNEL_OK;
 }
 
-/* --- the whole sequence, one batch element at a time ---
+/* --- the whole sequence, one batch element (forward: two) at a time ---
  *
  * Batch elements are independent until the weight gradients, so dnc_sequence_forward and
  * dnc_sequence_backward run every step of one element (controller and memory) before the next
@@ -790,9 +793,18 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
  *   z_t = [r_{t-1}; h_{t-1}],  gates_t = (W_x x_t + b) + W_rh z_t,  (h_t, c_t) = LSTM(gates_t, c_{t-1}),
  *   xi_t = W_xi h_t + b_xi,
  * and the backward writes dLoss/dgates_t and dLoss/dxi_t per step; the weight gradients, sums over
- * batch and time, are matmuls in sequence.py. Link matrices: the forward keeps L_t for t = cK
- * (c >= 1, t < T) in ckpt and updates one element's L in place in between; the backward recomputes
- * each segment L_{cK+1..cK+K-1} from its checkpoint, per element, just before it needs it. */
+ * batch and time, are matmuls in sequence.py. Link matrices: the forward updates one element's L in
+ * place in a cached buffer and copies L_t for t = cK (c >= 1, t < T) into ckpt with streaming stores
+ * (writing the checkpoint itself fetched each line from memory first); the backward recomputes each
+ * segment L_{cK+1..cK+K-1} from its checkpoint, per element, just before it needs it.
+ *
+ * The forward runs two elements in lockstep (the last alone when B is odd): each step's controller
+ * products load every weight row once for both (axpy_rows2), then each element runs its own memory
+ * step with its own link buffer. The backward stays one element at a time (two in lockstep measured
+ * no faster there: two segments, two link gradients and the weights crowd L2). Both ask for the
+ * next step's per-step records ahead of time (prefetch): time-major, they are never in cache when a
+ * step reaches them. Results do not depend on the pairing: axpy_rows2 sums each y in axpy_rows'
+ * order, so an element's numbers are the same, bit for bit, in any batch (tests/test_dnc.py). */
 
 /* what the sequence functions take beyond dnc_buffers (mirrored by cpu_kernel.Sequence) */
 typedef struct {
@@ -822,8 +834,24 @@ typedef struct {
 } dnc_sequence_grad;
 
 /* y = b + A^T x for A (n x m) row-major, as n axpys over contiguous rows of length m */
-static void axpy_rows(const float *A, const float *x, long n, long m, float *y) {
-    for (long k = 0; k < n; ++k) {
+static void axpy_rows(const float *restrict A, const float *restrict x, long n, long m, float *restrict y) {
+    long k = 0;
+    for (; k + 8 <= n; k += 8) { /* eight rows a pass: y is loaded and stored once for eight */
+        const float *A0 = A + k * m;
+        const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
+        const float x4 = x[k + 4], x5 = x[k + 5], x6 = x[k + 6], x7 = x[k + 7];
+        #pragma omp simd
+        for (long j = 0; j < m; ++j)
+            y[j] += (((x0 * A0[j] + x1 * A0[m + j]) + x2 * A0[2 * m + j]) + x3 * A0[3 * m + j]) +
+                    (((x4 * A0[4 * m + j] + x5 * A0[5 * m + j]) + x6 * A0[6 * m + j]) + x7 * A0[7 * m + j]);
+    }
+    for (; k + 4 <= n; k += 4) { /* four rows a pass: y is loaded and stored once for four */
+        const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
+        const float *A0 = A + k * m, *A1 = A0 + m, *A2 = A1 + m, *A3 = A2 + m;
+        #pragma omp simd
+        for (long j = 0; j < m; ++j) y[j] += ((x0 * A0[j] + x1 * A1[j]) + x2 * A2[j]) + x3 * A3[j];
+    }
+    for (; k < n; ++k) {
         const float xk = x[k];
         const float *Ak = A + k * m;
         #pragma omp simd
@@ -831,44 +859,144 @@ static void axpy_rows(const float *A, const float *x, long n, long m, float *y) 
     }
 }
 
+/* axpy_rows for two vectors at once, y0 = b0 + A^T x0 and y1 = b1 + A^T x1: each row of A is loaded once
+ * for both (the weights come from L2; per element they were the controller's cost). Each y sums its
+ * rows in axpy_rows' order, so either result equals axpy_rows' bit for bit. */
+static void axpy_rows2(const float *restrict A, const float *restrict x0, const float *restrict x1, long n, long m,
+                       float *restrict y0, float *restrict y1) {
+    long k = 0;
+    for (; k + 8 <= n; k += 8) {
+        const float *A0 = A + k * m;
+        const float a0 = x0[k], a1 = x0[k + 1], a2 = x0[k + 2], a3 = x0[k + 3];
+        const float a4 = x0[k + 4], a5 = x0[k + 5], a6 = x0[k + 6], a7 = x0[k + 7];
+        const float b0 = x1[k], b1 = x1[k + 1], b2 = x1[k + 2], b3 = x1[k + 3];
+        const float b4 = x1[k + 4], b5 = x1[k + 5], b6 = x1[k + 6], b7 = x1[k + 7];
+        #pragma omp simd
+        for (long j = 0; j < m; ++j) {
+            const float r0 = A0[j], r1 = A0[m + j], r2 = A0[2 * m + j], r3 = A0[3 * m + j];
+            const float r4 = A0[4 * m + j], r5 = A0[5 * m + j], r6 = A0[6 * m + j], r7 = A0[7 * m + j];
+            y0[j] += (((a0 * r0 + a1 * r1) + a2 * r2) + a3 * r3) + (((a4 * r4 + a5 * r5) + a6 * r6) + a7 * r7);
+            y1[j] += (((b0 * r0 + b1 * r1) + b2 * r2) + b3 * r3) + (((b4 * r4 + b5 * r5) + b6 * r6) + b7 * r7);
+        }
+    }
+    for (; k + 4 <= n; k += 4) {
+        const float a0 = x0[k], a1 = x0[k + 1], a2 = x0[k + 2], a3 = x0[k + 3];
+        const float b0 = x1[k], b1 = x1[k + 1], b2 = x1[k + 2], b3 = x1[k + 3];
+        const float *A0 = A + k * m, *A1 = A0 + m, *A2 = A1 + m, *A3 = A2 + m;
+        #pragma omp simd
+        for (long j = 0; j < m; ++j) {
+            const float r0 = A0[j], r1 = A1[j], r2 = A2[j], r3 = A3[j];
+            y0[j] += ((a0 * r0 + a1 * r1) + a2 * r2) + a3 * r3;
+            y1[j] += ((b0 * r0 + b1 * r1) + b2 * r2) + b3 * r3;
+        }
+    }
+    for (; k < n; ++k) {
+        const float a = x0[k], b = x1[k];
+        const float *Ak = A + k * m;
+        #pragma omp simd
+        for (long j = 0; j < m; ++j) {
+            y0[j] += a * Ak[j];
+            y1[j] += b * Ak[j];
+        }
+    }
+}
+
 /* the slot of buffer `base` (per-slot size `size` per element) for step slot i and element b */
 #define AT(base, i, b, size) ((base) + ((i) * B + (b)) * (size))
+
+/* dst = src (n floats) without reading dst's lines into the cache: a checkpoint is not read again until
+ * the backward, so its write need not fetch it (64 KB a line at a time from memory) nor evict what the
+ * forward still uses. Plain memcpy unless AVX-512 and 64-byte alignment. */
+static void stream_copy(float *restrict dst, const float *restrict src, long n) {
+#ifdef __AVX512F__
+    if ((((unsigned long)dst | (unsigned long)src) & 63) == 0 && n % 16 == 0) {
+        for (long i = 0; i < n; i += 16) _mm512_stream_ps(dst + i, _mm512_load_ps(src + i));
+        _mm_sfence();
+        return;
+    }
+#endif
+    memcpy(dst, src, sizeof(float) * n);
+}
+
+/* ask for n floats (or ints) at p to be brought into the cache, for reading (write 0) or writing (1): the
+ * per-step records, time-major, are out of cache when a step comes to them (the forward writes them for
+ * the first time; the backward reads them long after the forward wrote them), so each step asks for the
+ * next step's while it runs */
+#define prefetch(p, n, write) prefetch_floats((const void *)(p), (n), (write))
+static inline void prefetch_floats(const void *p, long n, int write) {
+#if defined(__GNUC__)
+    const char *c = (const char *)p;
+    if (write)
+        for (long i = 0; i < n * 4; i += 64) __builtin_prefetch(c + i, 1, 2);
+    else
+        for (long i = 0; i < n * 4; i += 64) __builtin_prefetch(c + i, 0, 2);
+#else
+    (void)p; (void)n; (void)write;
+#endif
+}
 
 int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
     const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H;
     const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
-    float *cur = malloc(sizeof(float) * NN), *gates = malloc(sizeof(float) * G);
+    /* two elements in lockstep (one when B is odd, at the end): their controller products share each
+     * weight row's load; each runs its own memory step with its own link buffer */
+    float *curbuf = malloc(sizeof(float) * (2 * NN + 16)), *gates = malloc(sizeof(float) * 2 * G);
     float *ws = malloc(sizeof(float) * forward_scratch(N, W));
-    if (!cur || !gates || !ws) {
-        free(cur); free(gates); free(ws);
+    if (!curbuf || !gates || !ws) {
+        free(curbuf); free(gates); free(ws);
         return KERNEL_NO_MEMORY;
     }
-    for (long b = 0; b < B; ++b) {
-        const float *Lprev = q->link0 + b * NN;
+    float *cur = (float *)(((unsigned long)curbuf + 63) & ~63ul); /* 64-byte aligned, for stream_copy */
+    for (long b0 = 0; b0 < B; b0 += 2) {
+        const long P = b0 + 1 < B ? 2 : 1;
+        const float *Lprev[2];
+        for (long e = 0; e < P; ++e) Lprev[e] = q->link0 + (b0 + e) * NN;
         for (long t = 0; t < T; ++t) {
             const long k = q->train ? t : 0, a = q->train ? t : t % 2, nx = q->train ? t + 1 : (t + 1) % 2;
-            float *zt = AT(q->z, k, b, Z), *ht = AT(s->h, t, b, H), *xit = AT(s->xi, k, b, S);
-            memcpy(zt, AT(s->reads, t, b, RW), sizeof(float) * RW);
-            memcpy(zt + RW, t ? AT(s->h, t - 1, b, H) : q->h0 + b * H, sizeof(float) * H);
-            memcpy(gates, AT(q->xp, t, b, G), sizeof(float) * G);
-            axpy_rows(q->w_rh_t, zt, Z, G, gates);
-            lstm_forward(1, H, gates, AT(s->c, a, b, H), AT(s->act, k, b, G), AT(s->c, nx, b, H), ht);
-            memcpy(xit, q->b_xi, sizeof(float) * S);
-            axpy_rows(q->w_xi_t, ht, H, S, xit);
-            float *Lout = cur;
-            if (t == T - 1) Lout = q->link_last + b * NN;
-            else if (q->train && (t + 1) % K == 0) Lout = q->ckpt + (((t + 1) / K - 1) * B + b) * NN;
-            /* the previous step's allocation order as the guess (in evaluation it is in the same slot) */
-            const int *hint = t == 0 ? 0 : s->order + ((q->train ? t - 1 : 0) * B + b) * N;
-            step_forward(1, N, W, R, xit, AT(s->mem, a, b, W * N), AT(s->usage, a, b, N), Lprev, AT(s->prec, a, b, N),
-                         AT(s->ww, a, b, N), AT(s->wr, a, b, R * N), AT(s->mem, nx, b, W * N),
-                         AT(s->usage, nx, b, N), Lout, AT(s->prec, nx, b, N), AT(s->ww, nx, b, N),
-                         AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW), AT(s->sv, k, b, SV),
-                         s->order + (k * B + b) * N, hint, ws);
-            Lprev = Lout;
+            float *zt[2], *ht[2], *xit[2];
+            for (long e = 0; e < P; ++e) {
+                const long b = b0 + e;
+                zt[e] = AT(q->z, k, b, Z); ht[e] = AT(s->h, t, b, H); xit[e] = AT(s->xi, k, b, S);
+                memcpy(zt[e], AT(s->reads, t, b, RW), sizeof(float) * RW);
+                memcpy(zt[e] + RW, t ? AT(s->h, t - 1, b, H) : q->h0 + b * H, sizeof(float) * H);
+                memcpy(gates + e * G, AT(q->xp, t, b, G), sizeof(float) * G);
+            }
+            if (P == 2) axpy_rows2(q->w_rh_t, zt[0], zt[1], Z, G, gates, gates + G);
+            else axpy_rows(q->w_rh_t, zt[0], Z, G, gates);
+            for (long e = 0; e < P; ++e) {
+                const long b = b0 + e;
+                lstm_forward(1, H, gates + e * G, AT(s->c, a, b, H), AT(s->act, k, b, G), AT(s->c, nx, b, H), ht[e]);
+                memcpy(xit[e], q->b_xi, sizeof(float) * S);
+            }
+            if (P == 2) axpy_rows2(q->w_xi_t, ht[0], ht[1], H, S, xit[0], xit[1]);
+            else axpy_rows(q->w_xi_t, ht[0], H, S, xit[0]);
+            if (t + 1 < T && q->train) /* step t + 1's records, while step t runs (in evaluation they are in cache) */
+                for (long e = 0; e < P; ++e) {
+                    const long b = b0 + e;
+                    prefetch(AT(s->mem, t + 2, b, W * N), W * N, 1);
+                    prefetch(AT(s->sv, t + 1, b, SV), SV, 1);
+                    prefetch(AT(q->xp, t + 1, b, G), G, 0);
+                    prefetch(AT(s->act, t + 1, b, G), G, 1);
+                    prefetch(AT(s->xi, t + 1, b, S), S, 1);
+                    prefetch(AT(s->wr, t + 2, b, R * N), R * N, 1);
+                }
+            for (long e = 0; e < P; ++e) {
+                const long b = b0 + e;
+                float *Lout = t == T - 1 ? q->link_last + b * NN : cur + e * NN;
+                /* the previous step's allocation order as the guess (in evaluation it is in the same slot) */
+                const int *hint = t == 0 ? 0 : s->order + ((q->train ? t - 1 : 0) * B + b) * N;
+                step_forward(1, N, W, R, xit[e], AT(s->mem, a, b, W * N), AT(s->usage, a, b, N), Lprev[e],
+                             AT(s->prec, a, b, N), AT(s->ww, a, b, N), AT(s->wr, a, b, R * N), AT(s->mem, nx, b, W * N),
+                             AT(s->usage, nx, b, N), Lout, AT(s->prec, nx, b, N), AT(s->ww, nx, b, N),
+                             AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW), AT(s->sv, k, b, SV),
+                             s->order + (k * B + b) * N, hint, ws);
+                if (q->train && t < T - 1 && (t + 1) % K == 0)
+                    stream_copy(q->ckpt + (((t + 1) / K - 1) * B + b) * NN, Lout, NN);
+                Lprev[e] = Lout;
+            }
         }
     }
-    free(cur); free(gates); free(ws);
+    free(curbuf); free(gates); free(ws);
     return KERNEL_OK;
 }
 
@@ -925,6 +1053,17 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
                     link_update(1, N, j == c0 + 1 ? base : seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
                                 AT(s->prec, j - 1, b, N), seg + (j - c0 - 1) * NN);
             const float *Lt = t == c0 ? base : seg + (t - c0 - 1) * NN;
+            if (t > 0) { /* step t - 1's records, while step t runs */
+                prefetch(AT(s->mem, t - 1, b, W * N), W * N, 0);
+                prefetch(AT(s->sv, t - 1, b, SV), SV, 0);
+                prefetch(AT(s->xi, t - 1, b, S), S, 0);
+                prefetch(AT(s->act, t - 1, b, G), G, 0);
+                prefetch(AT(s->wr, t - 1, b, R * N), R * N, 0);
+                prefetch(s->order + ((t - 1) * B + b) * N, N, 0);
+                prefetch(AT(s->usage, t - 1, b, N), N, 0);
+                prefetch(AT(s->prec, t - 1, b, N), N, 0);
+                prefetch(AT(s->ww, t - 1, b, N), N, 0);
+            }
             const float *grv = 0;
             if (gr || g->rs) {
                 for (long i = 0; i < RW; ++i)

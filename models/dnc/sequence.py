@@ -29,7 +29,11 @@ weights stay in the core's own cache for the whole sequence.
 Link matrices: the forward keeps only every ``CHECKPOINT``-th L_t (and the last) and updates one
 element's L in place in between; the backward recomputes each segment from its checkpoint, per
 element, just before it needs it. That stores a quarter of the 64 KB-per-element-step matrices
-for one extra in-cache pass per step.
+for one extra in-cache pass per step. (The forward runs two elements in lockstep so that their
+controller products share each weight row's load; see ``kernel.c``.)
+
+Buffers: everything but the outputs (the per-step records, checkpoints, transposed weights and
+dLoss/dξ) is a view of one pooled arena (:func:`_lease`), reused once the graph that leased it is gone.
 
 The equations are those of ``model.py`` / ``memory.py``; ``tests/test_dnc.py`` checks outputs and
 all gradients against a float64 reference loop and the autograd implementation. Buffers are
@@ -41,13 +45,63 @@ are then contiguous). The kernels see them through one :class:`cpu_kernel.Buffer
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+import math
+import threading
+import weakref
+from typing import Any, Sequence
 
 import torch
 
 from memtasks.models.dnc import cpu_kernel
 
 CHECKPOINT = 4  # keep every 4th link matrix: one element's segment of 4 (256 KB at N = 128) stays in L2
+
+# Arenas: a forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the
+# transposed weights, dLoss/dxi) are views of one flat float32 tensor from this pool, reused once the
+# autograd context that leased it is gone. Fresh buffers of a sequence's size (≈45 MB at batch 32,
+# T = 41) are fresh pages whenever the allocator has handed the last ones back to the system: a page
+# fault and a zeroing each, up to 10-15% of a training step on a busy machine. At most POOL_ARENAS
+# arenas of at most POOL_MAX_FLOATS floats are kept (a training step's graph often lives on during the
+# next forward, hence two); a larger request, or one while both are in use, allocates as before.
+POOL_ARENAS = 2
+POOL_MAX_FLOATS = 32 << 20  # 128 MB
+ALIGN = 16  # floats: every view starts on a 64-byte boundary
+_pool: list[list[Any]] = []  # [flat tensor, weakref to the _Lease that holds it (dead: free)]
+_pool_lock = threading.Lock()
+
+
+class _Lease:
+    """One forward's views into an arena: the arena is free again once this object is gone."""
+
+    __slots__ = ("views", "__weakref__")
+
+
+def _lease(shapes: Sequence[tuple[int, ...]]) -> _Lease:
+    """Uninitialised contiguous float32 views of ``shapes`` in a free arena of the pool (or a new one)."""
+    sizes = [-(-math.prod(shape) // ALIGN) * ALIGN for shape in shapes]
+    floats = max(sum(sizes), 1)
+    lease = _Lease()
+    with _pool_lock:
+        free = [entry for entry in _pool if entry[1]() is None]
+        fits = [entry for entry in free if entry[0].numel() >= floats]
+        if fits:
+            entry = min(fits, key=lambda e: e[0].numel())
+        else:
+            entry = [torch.empty(floats), None]
+            if floats <= POOL_MAX_FLOATS:
+                if len(_pool) < POOL_ARENAS:
+                    _pool.append(entry)
+                elif free:  # in place of the smallest free arena, too small for this call
+                    smallest = min(free, key=lambda e: e[0].numel())
+                    _pool[next(i for i, e in enumerate(_pool) if e is smallest)] = entry
+        entry[1] = weakref.ref(lease)
+        flat = entry[0]
+    views, offset = [], 0
+    for shape, size in zip(shapes, sizes):
+        views.append(flat[offset : offset + math.prod(shape)].view(shape))
+        offset += size
+    lease.views = tuple(views)
+    return lease
 
 
 class KernelSequence(torch.autograd.Function):
@@ -86,16 +140,20 @@ class KernelSequence(torch.autograd.Function):
         # without a backward to come (evaluation), per-step buffers hold one step and state buffers two
         train = any(ctx.needs_input_grad)
         TS, TT = (T, T + 1) if train else (1, 2)
-        xp = x_proj.transpose(0, 1).contiguous()  # (T, B, 4H)
-        z = new(TS, B, RW + H)  # controller inputs [r_{t-1}; h_{t-1}]
-        acts = new(TS, B, G)  # activated gates
-        xis = new(TS, B, S)
-        saved = new(TS, B, cpu_kernel.saved_size(lib, N, R))
-        orders = torch.empty(TS, B, N, dtype=torch.int32)
-        cs = new(TT, B, H)
-        mems = new(TT, B, W, N)
-        usages, precs, w_writes = new(TT, B, N), new(TT, B, N), new(TT, B, N)
-        w_reads = new(TT, B, R, N)
+        # what only the kernels and this function's backward read: views of one pooled arena (see _lease)
+        n_ckpt = max((T - 1) // CHECKPOINT, 1) if train else 1
+        SV = cpu_kernel.saved_size(lib, N, R)
+        shapes = (
+            (T, B, G), (TS, B, RW + H), (TS, B, G), (TS, B, S), (TS, B, SV), (TS, B, N), (TT, B, H),
+            (TT, B, W, N), (TT, B, N), (TT, B, N), (TT, B, N), (TT, B, R, N), (n_ckpt, B, N, N),
+            (RW + H, G), (H, S), (T if train else 0, B, S),
+        )  # fmt: skip
+        lease = _lease(shapes)
+        xp, z, acts, xis, saved, orders, cs, mems, usages, precs, w_writes, w_reads, checkpoints, w_rh_t, w_xi_t, g_xis = (
+            lease.views
+        )
+        orders = orders.view(torch.int32)  # allocation orders phi_t (int32, the size of a float)
+        xp.copy_(x_proj.transpose(0, 1))  # (T, B, 4H)
         hs = new(T, B, H)  # outputs: every step
         reads = new(T + 1, B, R, W)
         cs[0] = c0
@@ -103,9 +161,10 @@ class KernelSequence(torch.autograd.Function):
         usages[0], precs[0], w_writes[0], w_reads[0], reads[0] = usage0, precedence0, w_write0, w_read0, reads0
         # L_t for t = CHECKPOINT, 2 CHECKPOINT, ... < T (the backward recomputes the others), and L_T
         link0 = link0.contiguous()
-        checkpoints = new(max((T - 1) // CHECKPOINT, 1) if train else 1, B, N, N)
         link_last = torch.empty_like(link0)
-        weights = (w_rh.contiguous(), w_rh.t().contiguous(), w_xi.contiguous(), w_xi.t().contiguous())
+        w_rh_t.copy_(w_rh.t())
+        w_xi_t.copy_(w_xi.t())
+        weights = (w_rh.contiguous(), w_rh_t, w_xi.contiguous(), w_xi_t)
         b_xi, h0 = b_xi.contiguous(), h0.contiguous()
 
         buf = cpu_kernel.Buffers(
@@ -129,6 +188,7 @@ class KernelSequence(torch.autograd.Function):
         # L_T is an output and the backward never reads it: holding it here would make a reference cycle
         # (output -> grad_fn -> ctx -> output) that keeps every buffer alive until the garbage collector runs
         ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, checkpoints, weights)
+        ctx.g_xis, ctx.lease = g_xis, lease  # the lease keeps the arena from later calls until ctx goes
         ctx.save_for_backward(w_rh, w_xi, link0, hs)  # inputs and outputs: autograd checks their versions
         last = T if train else T % 2
         final = (
@@ -157,7 +217,7 @@ class KernelSequence(torch.autograd.Function):
             g_mem = g_mem.transpose(1, 2).contiguous()  # slot-minor, as the kernel keeps it
         g_hs = None if g_hs is None else g_hs.contiguous()
         g_rs = None if g_rs is None else g_rs.contiguous()
-        g_xis, g_gates = new(T, B, S), new(T, B, 4 * H)
+        g_xis, g_gates = ctx.g_xis, new(T, B, 4 * H)  # dLoss/dxi_t into the arena: only read here
         g_h0, g_c0, g_r0 = new(B, H), new(B, H), new(B, R, W)
         g_mem0, g_use0, g_prec0, g_ww0, g_wr0 = new(B, W, N), new(B, N), new(B, N), new(B, N), new(B, R, N)
         g_link0 = new(B, N, N) if ctx.needs_input_grad[9] else None

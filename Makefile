@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo smoke test env clean
+.PHONY: demo smoke test env clean reference figures
 
 $(BIN)/memtasks: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,32 @@ demo: env
 smoke: env
 	$(BIN)/memtasks matrix smoke --runs-dir runs
 	$(BIN)/memtasks leaderboard runs --group smoke -o runs/smoke/leaderboard.md
+
+# The reference benchmark behind leaderboard.md (memtasks/presets/reference.toml): tuning phase, then
+# every task x every model x 3 seeds; about 15 core-hours on CPU. Resumes: finished runs are skipped.
+reference: env
+	$(BIN)/memtasks matrix reference --runs-dir runs --wandb disabled
+
+# leaderboard.md and the figures of docs/reproduction.md from the reference records (no training).
+CMP := $(BIN)/memtasks compare --runs-dir runs --group reference --wandb disabled
+INSPECT := $(BIN)/memtasks inspect
+figures: env
+	$(BIN)/memtasks leaderboard runs --group reference -o leaderboard.md --force
+	$(CMP) ntm dnc lstm --task copy --out docs/figures
+	$(CMP) ntm dnc lstm --task repeat_copy --out docs/figures
+	$(CMP) ntm dnc lstm --task associative_recall --out docs/figures
+	$(CMP) ntm dnc lstm --task priority_sort --out docs/figures
+	$(CMP) ntm dnc lstm gru esn --task dynamic_ngrams --out docs/figures
+	$(CMP) lstm gru rnn indrnn ntm dnc --task adding --out docs/figures
+	$(CMP) lstm gru rnn indrnn ntm dnc --task delayed_xor --out docs/figures
+	$(CMP) lstm gru rnn ntm dnc --task binary_addition --out docs/figures
+	$(CMP) lstm gru rnn ntm dnc --task binary_addition_online --out docs/figures
+	$(CMP) gru0 gru1 gru2 gru3 gru --out docs/figures/gru_variants
+	mkdir -p docs/figures/inspect
+	for m in ntm dnc lstm; do for n in 20 100; do \
+	  $(INSPECT) runs/reference/copy/$$m/seed-0 --length $$n --png docs/figures/inspect/copy_$${m}_$$n.png; done; done
+	for m in ntm dnc lstm; do \
+	  $(INSPECT) runs/reference/associative_recall/$$m/seed-0 --length 6 --png docs/figures/inspect/associative_recall_$$m.png; done
 
 # The whole test suite (CPU only, no network).
 test: env

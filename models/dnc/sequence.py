@@ -60,9 +60,11 @@ CHECKPOINT = 4  # keep every 4th link matrix: one element's segment of 4 (256 KB
 # transposed weights, dLoss/dxi) are views of one flat float32 tensor from this pool, reused once the
 # autograd context that leased it is gone. Fresh buffers of a sequence's size (≈45 MB at batch 32,
 # T = 41) are fresh pages whenever the allocator has handed the last ones back to the system: a page
-# fault and a zeroing each, up to 10-15% of a training step on a busy machine. At most POOL_ARENAS
-# arenas of at most POOL_MAX_FLOATS floats are kept (a training step's graph often lives on during the
-# next forward, hence two); a larger request, or one while both are in use, allocates as before.
+# fault and a zeroing each. A training step at lengths 1-20, alone in a process, took 28.8-29.3 ms with
+# them and 20.6-21.0 ms with the pool (a quarter of the page faults; docs/performance.md, issue 16).
+# At most POOL_ARENAS arenas of at most POOL_MAX_FLOATS floats are kept (a training step's graph often
+# lives on during the next forward, hence two); a larger request, or one while both are in use,
+# allocates as before.
 POOL_ARENAS = 2
 POOL_MAX_FLOATS = 32 << 20  # 128 MB
 ALIGN = 16  # floats: every view starts on a 64-byte boundary

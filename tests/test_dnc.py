@@ -542,8 +542,14 @@ def test_arena_views_are_aligned_apart_and_reused_only_when_free(monkeypatch):
     from memtasks.models.dnc import sequence
 
     monkeypatch.setattr(sequence, "_pool", [])
-    first = sequence._lease([(4, 5), (3,)])
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the kernels' buffers stay float32 whatever the default
+    try:
+        first = sequence._lease([(4, 5), (3,)])
+    finally:
+        torch.set_default_dtype(default)
     a, b = first.views
+    assert a.dtype == b.dtype == torch.float32
     assert a.shape == (4, 5) and b.shape == (3,) and b.data_ptr() - a.data_ptr() >= 20 * 4
     assert a.data_ptr() % 64 == 0 and b.data_ptr() % 64 == 0
     held = sequence._lease([(4, 5)])
@@ -552,6 +558,12 @@ def test_arena_views_are_aligned_apart_and_reused_only_when_free(monkeypatch):
     del first, a, b
     assert sequence._lease([(4, 5)]).views[0].data_ptr() == pointer  # free again: reused
     assert len(sequence._pool) == 2
+    with torch.inference_mode():  # an arena first made there serves training later
+        sequence._lease([(50,)])
+    reused = sequence._lease([(50,)])
+    reused.views[0].copy_(torch.ones(50))
+    assert not reused.views[0].is_inference()
+    del reused
     monkeypatch.setattr(sequence, "POOL_MAX_FLOATS", 64)
     arenas = [entry[0] for entry in sequence._pool]
     big = sequence._lease([(10, 10)])  # fits no arena and is larger than the pool keeps: allocated, not pooled

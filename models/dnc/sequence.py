@@ -89,7 +89,8 @@ def _lease(shapes: Sequence[tuple[int, ...]]) -> _Lease:
         if fits:
             entry = min(fits, key=lambda e: e[0].numel())
         else:
-            entry = [torch.empty(floats), None]
+            with torch.inference_mode(False):  # a normal tensor: an inference one would refuse later writes
+                entry = [torch.empty(floats, dtype=torch.float32), None]  # whatever the default dtype
             if floats <= POOL_MAX_FLOATS:
                 if len(_pool) < POOL_ARENAS:
                     _pool.append(entry)

@@ -36,6 +36,16 @@ def test_a_run_that_stops_improving_stops_as_plateaued(tmp_path):
     assert budget["stop_reason"] == "budget" and budget["sequences_seen"] == 4096
 
 
+def test_the_table_reads_how_far_a_grow_curriculum_got(tmp_path):
+    # lengths 1-10 in fifths of 2: a `grow` run starts on 1-2 and, unsolved, stays there
+    params = {"bits": 4, "max_length": 10, "generalise": (12,)}
+    train(tiny(lr=1e-9, sequences=512, curriculum="grow", task_params=params), tmp_path, wandb_mode="disabled")
+    train(tiny(lr=1e-9, sequences=512, seed=1, task_params=params), tmp_path, wandb_mode="disabled")
+    df = R.collect([tmp_path])[0].set_index("seed")
+    assert df.loc[0, "curriculum_hi"] == 2.0 and math.isnan(df.loc[1, "curriculum_hi"])  # uniform: no curriculum
+    assert df.loc[0, "longest_solved"] == 0.0  # not solved at its training lengths
+
+
 def test_track_best_counts_evaluations_without_improvement():
     loop = LoopState()
     for seen, value in [(0, 10.0), (1, 5.0), (2, 4.99), (3, 4.0), (4, math.nan), (5, 4.0)]:

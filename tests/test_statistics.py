@@ -223,3 +223,22 @@ def test_still_improving_by_hand() -> None:
 def test_median_with_never() -> None:
     assert S.median_with_never([100.0, 300.0, float("nan")]) == 300.0
     assert math.isinf(S.median_with_never([100.0, float("nan")]))
+
+
+# --- longest length solved ----------------------------------------------------------------------
+@pytest.mark.parametrize("final,expected", [
+    ({"train": {"bit_errors": 0.0}, "30": {"bit_errors": 0.0}, "50": {"bit_errors": 2.0}, "100": {"bit_errors": 0.0}}, 30.0),
+    ({"train": {"bit_errors": 0.0}, "30": {"bit_errors": 0.5}}, 20.0),     # solved at training lengths only
+    ({"train": {"bit_errors": 0.5}, "30": {"bit_errors": 0.0}}, 0.0),      # not solved where it trained: none
+    ({"train": {"bit_errors": 0.0}, "100": {"bit_errors": 0.0}, "30": {"bit_errors": 0.0}}, 100.0),  # ascending order
+    ({"train": {"bit_errors": float("nan")}}, 0.0),
+])
+def test_longest_solved_is_contiguous_from_the_training_range(final, expected):
+    from types import SimpleNamespace
+
+    from memtasks.results.store import longest_solved
+    from memtasks.tasks import get_task
+
+    copy = get_task("copy")  # trains on 1-20; solved: bit errors < 0.01
+    assert longest_solved(SimpleNamespace(final=final), copy) == expected
+    assert math.isnan(longest_solved(SimpleNamespace(final=final), None))

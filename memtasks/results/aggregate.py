@@ -217,6 +217,8 @@ def _summarise(task: str, runs: pd.DataFrame, stats: pd.DataFrame, primary: str,
         "throughput": float(ok["throughput"].mean()) if len(ok) else nan,
         "closed_form": bool(runs["closed_form"].fillna(False).astype(bool).all()),
         "tuned": ", ".join(sorted(set(runs["tuned"].dropna()))) or None,
+        "longest_median": _median(runs["longest_solved"]), "longest_best": _max(runs["longest_solved"]),
+        "curriculum_median": _median(runs["curriculum_hi"]),
         **_curves(ok, chance_all[(runs["status"] == "ok").to_numpy()]),
     }
     if primary == "cost" and "train/seq_accuracy" in runs:
@@ -230,6 +232,16 @@ def _summarise(task: str, runs: pd.DataFrame, stats: pd.DataFrame, primary: str,
     for label in labels:
         row[f"at:{label}"] = _stat(stats, label, point_metric)[0]
     return row
+
+
+def _median(values: pd.Series) -> float:
+    v = values.dropna()
+    return float(v.median()) if len(v) else float("nan")
+
+
+def _max(values: pd.Series) -> float:
+    v = values.dropna()
+    return float(v.max()) if len(v) else float("nan")
 
 
 def _rank(agg: pd.DataFrame) -> pd.Series:

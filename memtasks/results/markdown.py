@@ -35,6 +35,7 @@ HOW_TO_READ = f"""**How to read the tables.**
 - *AULC*: the mean cost over training (the trapezoid area under the learning curve from the first evaluation to the budget, over that span) ÷ chance, averaged over finished seeds: 1 is chance throughout, 0 perfect from the first evaluation.
 - *improving*: *yes* when, over the seeds that trained to the end of their budget, the cost fell in the last third of training by more than both the spread of their final costs (std) and {100 * IMPROVING_SHARE:g}% of the cost at two thirds; — when every seed stopped early, solved.
 - *tuned*: the value of the tuned hyper-parameter (the learning rate; for the ESN one closed-form hyper-parameter) the seeds trained with, chosen by the matrix's tuning phase on a validation set (`tuning.json` beside the seeds lists every trial's validation value).
+- *longest solved*: per seed, the longest length up to which the run meets the solved threshold at the end (the training range's longest length, extended through each longer evaluated length that is solved as well; none when the training range is not solved); the median over seeds, and the best seed's where it differs. *curriculum reached*: with the `grow` curriculum, the upper end of the training range it had widened to at the end (median over seeds); the training range's longest length means it reached the whole range.
 - Generalisation columns are means over finished seeds; *seq/s* is the mean training throughput. Each task's heading gives its budget in sequences and optimiser updates."""
 
 
@@ -95,6 +96,14 @@ def _to_solve(r: Mapping[str, Any]) -> str:
     if math.isinf(r["median_to_solve"]):
         return "not within budget"
     return f"{r['median_to_solve']:,.0f} ({count(r['median_updates_to_solve'])})"
+
+
+def _longest(r: Mapping[str, Any]) -> str:
+    median, best = r["longest_median"], r["longest_best"]
+    if missing(median):
+        return DASH
+    shown = "none" if median == 0 else f"{median:g}"
+    return shown if best == median else f"{shown} (best {best:g})"
 
 
 def _improving(r: Mapping[str, Any]) -> str:
@@ -158,6 +167,9 @@ def _task_columns(task: str, agg: pd.DataFrame, refs: list[dict[str, Any]]) -> l
         cols.append(Column("best reference beaten", lambda r: _best_beaten(r, refs)))
     point, show = ("mse", fmt) if primary == "mse" else ("acc", pct)
     cols += [Column(f"{point} @ {label}", lambda r, k=f"at:{label}": show(r[k])) for label in labels]
+    cols.append(Column("longest solved", _longest))
+    if agg["curriculum_median"].notna().any():
+        cols.append(Column("curriculum reached", lambda r: DASH if missing(r["curriculum_median"]) else f"{r['curriculum_median']:g}"))
     cols += [Column("solved", lambda r: f"{r['solved']}/{r['runs']}"),
              Column("to solve: seqs (updates)", _to_solve),
              Column("AULC", lambda r: fmt(r["aulc"])),

@@ -39,7 +39,7 @@ BASE_COLUMNS = (
     "closed_form", "budget", "device", "device_name", "memtasks_version", "torch_version", "python_version",
     "git_commit", "task_params", "train_lo", "train_hi", "runs_dir", "path",
     "batch_size", "eval_size", "stopped_early", "updates_seen", "updates_to_solve",
-    "curve_evals", "curve_auc", "curve_two_thirds", "curve_final", "tuned",
+    "curve_evals", "curve_auc", "curve_two_thirds", "curve_final", "tuned", "longest_solved", "curriculum_hi",
 )
 CURVE_METRICS = ("cost", "mse")  # the learning curve follows the first of these the train label has
 
@@ -218,7 +218,8 @@ def _int_or_nan(value: Any) -> float:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else float("nan")
 
 
-def _curve(result: RunResult, budget: float, batch: float, warnings: list[str], path: Path) -> dict[str, Any]:
+def _curve(result: RunResult, budget: float, batch: float, warnings: list[str], path: Path,
+           config: dict[str, Any]) -> dict[str, Any]:
     """Per-run columns from ``metrics.jsonl``: updates, and the learning curve's summary (:mod:`stats`).
 
     Updates to solve: the ``step`` of the evaluation at ``sequences_to_solve``, else those
@@ -245,7 +246,30 @@ def _curve(result: RunResult, budget: float, batch: float, warnings: list[str], 
     curve = curve_summary([p[0] for p in points], [p[1] for p in points], budget)
     out.update(curve_evals=curve.evals, curve_auc=curve.auc, curve_two_thirds=curve.at_two_thirds,
                curve_final=curve.final)
+    ranges = [r["curriculum"] for r in rows if isinstance(r.get("curriculum"), list) and len(r["curriculum"]) == 2]
+    grow = _dict(_dict(config.get("run"))).get("curriculum") == "grow"
+    out["curriculum_hi"] = float(ranges[-1][1]) if grow and ranges else float("nan")
     return out
+
+
+def longest_solved(result: RunResult, task: Any) -> float:
+    """The longest length up to which the run is solved at the end: the training range's longest
+    length when it is solved there, extended through each longer evaluated length (ascending) that
+    is solved too; 0 when the training range is not solved; nan when the task is unknown. Points
+    with sample overrides (e.g. repeat copy's repeats) are not lengths and are left out."""
+    if task is None:
+        return float("nan")
+    final = result.final or {}
+    train = final.get("train") or {}
+    if not isinstance(train.get(task.solved_metric), (int, float)) or not task.is_solved(train):
+        return 0.0
+    longest = float(task.train_range[1])
+    for label in sorted((k for k in final if k.isdigit()), key=int):
+        metrics = final[label] or {}
+        if not isinstance(metrics.get(task.solved_metric), (int, float)) or not task.is_solved(metrics):
+            break
+        longest = max(longest, float(label))
+    return longest
 
 
 def _row(result: RunResult, config: dict[str, Any], runs_dir: Path, path: Path,
@@ -275,7 +299,8 @@ def _row(result: RunResult, config: dict[str, Any], runs_dir: Path, path: Path,
     row["batch_size"], row["eval_size"] = _int_or_nan(run.get("batch_size")), _int_or_nan(run.get("eval_size"))
     row["stopped_early"] = bool(result.stopped_early)
     row["tuned"] = _tuned(config, path.parent.parent / "tuning.json")
-    row.update(_curve(result, row["budget"], row["batch_size"], warnings, path))
+    row.update(_curve(result, row["budget"], row["batch_size"], warnings, path, config))
+    row["longest_solved"] = longest_solved(result, task_instance(result.task, row["task_params"]))
     for label, metrics in result.final.items():
         for name, value in (metrics or {}).items():
             row[f"{label}/{name}"] = float(value) if isinstance(value, (int, float)) else float("nan")

@@ -219,11 +219,12 @@ def _int_or_nan(value: Any) -> float:
 
 
 def _curve(result: RunResult, budget: float, batch: float, warnings: list[str], path: Path,
-           config: dict[str, Any]) -> dict[str, Any]:
+           grow: bool) -> dict[str, Any]:
     """Per-run columns from ``metrics.jsonl``: updates, and the learning curve's summary (:mod:`stats`).
 
     Updates to solve: the ``step`` of the evaluation at ``sequences_to_solve``, else those
     sequences / batch size; updates seen likewise from the last evaluation or ``sequences_seen``.
+    With a ``grow`` curriculum, the upper end of its range at the last evaluation.
     """
     from memtasks.results.stats import curve_summary
 
@@ -247,7 +248,6 @@ def _curve(result: RunResult, budget: float, batch: float, warnings: list[str], 
     out.update(curve_evals=curve.evals, curve_auc=curve.auc, curve_two_thirds=curve.at_two_thirds,
                curve_final=curve.final)
     ranges = [r["curriculum"] for r in rows if isinstance(r.get("curriculum"), list) and len(r["curriculum"]) == 2]
-    grow = _dict(_dict(config.get("run"))).get("curriculum") == "grow"
     out["curriculum_hi"] = float(ranges[-1][1]) if grow and ranges else float("nan")
     return out
 
@@ -299,7 +299,7 @@ def _row(result: RunResult, config: dict[str, Any], runs_dir: Path, path: Path,
     row["batch_size"], row["eval_size"] = _int_or_nan(run.get("batch_size")), _int_or_nan(run.get("eval_size"))
     row["stopped_early"] = bool(result.stopped_early)
     row["tuned"] = _tuned(config, path.parent.parent / "tuning.json")
-    row.update(_curve(result, row["budget"], row["batch_size"], warnings, path, config))
+    row.update(_curve(result, row["budget"], row["batch_size"], warnings, path, run.get("curriculum") == "grow"))
     row["longest_solved"] = longest_solved(result, task_instance(result.task, row["task_params"]))
     for label, metrics in result.final.items():
         for name, value in (metrics or {}).items():

@@ -93,11 +93,15 @@ def test_presets_load_and_smoke_covers_everything():
     import memtasks
     import memtasks.models as models  # noqa: F401  (registers the models)
 
-    for name in ("smoke", "cpu", "paper"):
+    from memtasks.matrix.spec import PRESETS
+
+    for name in PRESETS:
         assert expand(load_spec(name))
-    smoke = expand(load_spec("smoke"))
-    assert {c.task for c in smoke} == set(memtasks.list_tasks())
-    assert {c.model for c in smoke} >= {"rnn", "lstm", "gru", "gru1", "gru2", "gru3", "indrnn", "esn", "ntm", "dnc"}
+    built_in = {n for n in models.MODELS.names() if models.MODELS.get(n).__module__.startswith("memtasks.models.")}
+    for name in ("smoke", "reference"):  # every built-in task and model
+        cells = expand(load_spec(name))
+        assert {c.task for c in cells} == set(memtasks.list_tasks()), name
+        assert {c.model for c in cells} == built_in, name
 
 
 @pytest.mark.parametrize(

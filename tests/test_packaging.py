@@ -74,5 +74,5 @@ def test_wheel_installs_memtasks_models_and_no_top_level_models(tmp_path):
     assert "models" not in tops
     assert {t for t in tops if not t.endswith(".dist-info")} == {"memtasks"}
     assert "memtasks/models/__init__.py" in names and "memtasks/models/dnc/model.py" in names
-    assert "memtasks/presets/cpu.toml" in names
+    assert "memtasks/presets/reference.toml" in names
     assert {"memtasks/models/dnc/kernel.c", "memtasks/models/ntm/kernel.c", "memtasks/models/cbuild_helpers.h"} <= set(names)

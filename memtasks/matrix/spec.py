@@ -1,4 +1,4 @@
-"""The matrix spec: a small TOML file, or a built-in preset (``smoke``, ``cpu``, ``paper``).
+"""The matrix spec: a small TOML file, or a built-in preset (``demo``, ``smoke``, ``reference``, ``paper``).
 
 Example::
 
@@ -46,7 +46,7 @@ from memtasks.train.config import RunConfig
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("demo", "smoke", "reference", "cpu", "paper")
+PRESETS = ("demo", "smoke", "reference", "paper")
 _TOP_KEYS = ("name", "group", "seeds", "description", "train", "tasks", "models", "tune")
 _CELL_FIXED = ("task", "model", "seed", "task_params", "model_params")
 

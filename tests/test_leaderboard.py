@@ -286,6 +286,24 @@ def test_ranks_chance_and_curves_on_the_leaderboard(published: tuple[Path, float
     assert "rank: delayed_xor (all at chance)" in text
 
 
+def test_a_model_that_solves_some_seeds_is_not_at_chance(published: tuple[Path, float]) -> None:
+    """Two seeds solved, one left at chance: the interval reaches chance, but the model learns the
+    task, so it is not at chance, the task counts in the overall rank, and the wide interval still
+    keeps it from ranking above the models at chance."""
+    root, _ = published
+    for seed, end in enumerate((0.001, 0.002, 1.0)):
+        _stat_run(root, "delayed_xor", "learner", seed, _curve(end, start=1.0), params={"base_length": 22},
+                  to_solve=1600 if end < 0.5 else None)
+    agg = summarise(collect([root])[0]).set_index(["task", "entry"])
+    learner = agg.loc[("delayed_xor", "learner")]
+    assert learner["primary_mean"] + learner["primary_ci"] > 0.99  # the interval reaches chance (1 bit)
+    assert not learner["at_chance"]
+    assert agg.loc[("delayed_xor", "good"), "at_chance"] and learner["rank"] == 1
+    assert agg.loc[("delayed_xor", "good"), "rank"] == 1  # not clearly beaten by the wide interval
+    text = leaderboard_markdown(collect([root])[0])
+    assert "Left out because every model is at chance there" not in text
+
+
 def _rows(section: str) -> dict[str, dict[str, str]]:
     """The first table of ``section``: row name -> column header -> cell."""
     lines = [line for line in section.splitlines() if line.startswith("| ")]

@@ -194,6 +194,8 @@ def test_at_chance_by_hand() -> None:
     assert S.at_chance(S.Interval(9.95, float("nan"), 1), chance)  # one seed: its mean
     assert not S.at_chance(S.Interval(9.8, float("nan"), 1), chance)
     assert S.at_chance(_iv(1, 2), float("nan")) is None
+    # two seeds solved, one at chance: a wide interval reaching chance, but the model learns the task
+    assert S.at_chance(_iv(3.4, 14.0), chance) and not S.at_chance(_iv(3.4, 14.0), chance, solved=2)
 
 
 # --- learning curves, by hand ---------------------------------------------------------------------

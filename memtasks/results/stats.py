@@ -5,8 +5,11 @@ Definitions (``runs/README.md`` repeats them for readers of the tables):
 * **Interval**: the 95% Student-t interval of the mean over seeds, mean ± t(0.975, n−1)·s/√n,
   s the sample standard deviation (n−1). One seed has no interval.
 * **At chance**: a model *is at chance* when its interval's upper end (the mean itself with one
-  seed) is at least (1 − :data:`AT_CHANCE_MARGIN`) × chance: it has not clearly removed even 1%
-  of the chance cost. A model worse than chance is at chance too.
+  seed) is at least (1 − :data:`AT_CHANCE_MARGIN`) × chance, so it has not clearly removed even 1%
+  of the chance cost, and none of its seeds solved the task. A model worse than chance is at
+  chance too. (A model that solves some seeds and sits at chance in others has a wide interval
+  reaching chance, but it has shown that it learns the task: it is not at chance, and its wide
+  interval still keeps it from ranking above models it does not clearly beat.)
 * **Shared rank**: a model's rank is 1 + the number of models that *clearly beat* it. ``a``
   clearly beats ``b`` when ``a``'s interval lies wholly below ``b``'s (upper(a) < lower(b)) and
   not both are at chance. Models whose intervals overlap therefore share a rank, and two models
@@ -91,12 +94,13 @@ def half_width(std: float, n: int) -> float:
     return t975(n - 1) * std / math.sqrt(n) if n >= 2 and np.isfinite(std) else float("nan")
 
 
-def at_chance(iv: Interval, chance: float | None) -> bool | None:
-    """Whether ``iv`` has not clearly removed AT_CHANCE_MARGIN of ``chance`` (None: no chance or no mean)."""
+def at_chance(iv: Interval, chance: float | None, solved: int = 0) -> bool | None:
+    """Whether ``iv`` has not clearly removed AT_CHANCE_MARGIN of ``chance`` and no seed solved the
+    task (``solved``: how many did); None: no chance or no mean."""
     if chance is None or not np.isfinite(chance) or not np.isfinite(iv.mean):
         return None
     top = iv.high if iv.has_interval else iv.mean
-    return bool(top >= (1 - AT_CHANCE_MARGIN) * chance)
+    return bool(top >= (1 - AT_CHANCE_MARGIN) * chance and solved == 0)
 
 
 def shared_ranks(intervals: Sequence[Interval], chance_flags: Sequence[bool | None]) -> list[float]:

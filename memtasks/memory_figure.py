@@ -81,6 +81,43 @@ def _panels(name: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     return [(f"{name} [{k}]", value[:, k]) for k in range(value.shape[1])]
 
 
+MIN_LOCATIONS = 8  # an array over fewer rows (modes, gates) is not a weighting over memory locations
+
+
+def focus_paths(arrays: Mapping[str, torch.Tensor], seq: int = 0, max_runs: int = 12) -> list[str]:
+    """Where each head's weighting over memory locations goes, step by step, as text: for every
+    traced array that is a weighting (non-negative, each step's row summing to at most 1, over at
+    least ``MIN_LOCATIONS`` locations: the NTM's and DNC's write and read weightings, the DNC's
+    allocation), the peak location's move from each step to the next, wrapped to the shortest
+    signed distance on the ring of N locations, run-length encoded.
+
+    A head that writes to or reads from consecutive locations moves +1 at every step; a read head
+    that drifts shows where: e.g. ``t0-100: 0 | t100-144: +1 | t144: 0 | ...`` says it moved one
+    location per step from step 100 to 144, then stayed put once.
+    """
+    lines = []
+    for name, value in arrays.items():
+        for label, rows in _panels(name, value[seq]):
+            if rows.dim() != 2 or rows.shape[1] < MIN_LOCATIONS or rows.shape[0] < 2:
+                continue
+            if bool((rows < 0).any()) or bool((rows.sum(1) > 1 + 1e-4).any()):
+                continue
+            n = rows.shape[1]
+            peak = rows.argmax(1)
+            moves = [((int(b) - int(a) + n // 2) % n) - n // 2 for a, b in zip(peak[:-1], peak[1:])]
+            runs: list[tuple[int, int, int]] = []  # (move, first step, last step + 1)
+            for t, m in enumerate(moves):
+                if runs and runs[-1][0] == m:
+                    runs[-1] = (m, runs[-1][1], t + 2)
+                else:
+                    runs.append((m, t, t + 2))
+            shown = [f"t{a}-{b - 1}: {m:+d}" if b - a > 2 else f"t{a}: {m:+d}" for m, a, b in runs[:max_runs]]
+            more = f" | ... {len(runs) - max_runs} more" if len(runs) > max_runs else ""
+            counts = ", ".join(f"{m:+d} x{moves.count(m)}" for m in sorted(set(moves), key=lambda m: (-moves.count(m), moves.index(m))))
+            lines.append(f"{label}: peak moves {counts}; " + " | ".join(shown) + more)
+    return lines
+
+
 def inspect_figure(
     model: torch.nn.Module,
     task: Task,

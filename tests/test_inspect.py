@@ -436,3 +436,24 @@ def test_a_diverged_models_non_finite_weights_are_drawn(tmp_path):
     fig = inspect_figure(model, task, example_batch(task, 3, seed=1), 0, "diverged")
     fig.savefig(tmp_path / "nan.png")
     assert (tmp_path / "nan.png").stat().st_size > 0
+
+
+def test_focus_paths_follow_each_heads_peak_around_the_ring() -> None:
+    from memtasks.memory_figure import focus_paths
+
+    n, T = 10, 14
+    peaks = [(8 + t) % n for t in range(6)] + [0, 0] + [1 + t for t in range(6)]  # wraps 9 -> 0; a jump back; a stall
+    write = F.one_hot(torch.tensor(peaks), n).float().view(1, T, 1, n) * 0.9  # (B, T, heads, N), rows sum to 0.9
+    two_heads = torch.stack([write[:, :, 0], write[:, :, 0].roll(1, -1)], 2)  # heads drawn as [0] and [1]
+    arrays = {
+        "write_weights": write,
+        "read_weights": two_heads,
+        "usage": torch.ones(1, T, n) * 0.7,  # rows sum to 7: not a weighting
+        "add": torch.randn(1, T, 1, n),  # negative values: not a weighting
+        "read_modes": torch.full((1, T, 1, 3), 1 / 3),  # 3 rows: modes, not locations
+    }
+    lines = focus_paths(arrays)
+    assert [line.split(":")[0] for line in lines] == ["write_weights", "read_weights [0]", "read_weights [1]"]
+    # steps 0-5 one location forward each (9 -> 0 is +1 on the ring), 5 -> 6 back 3, 6 -> 7 still, then forward
+    assert lines[0] == "write_weights: peak moves +1 x11, -3 x1, +0 x1; t0-5: +1 | t5: -3 | t6: +0 | t7-13: +1"
+    assert lines[1].split(":", 1)[1] == lines[2].split(":", 1)[1]  # a rolled head moves the same way

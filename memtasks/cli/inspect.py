@@ -103,7 +103,7 @@ def _verdict(record: dict[str, Any]) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from memtasks.memory_figure import example_batch, figure_title, inspect_figure, trace
+    from memtasks.memory_figure import example_batch, figure_title, focus_paths, inspect_figure, trace
     from memtasks.viz import text_grid
 
     load_plugins(args.plugin)
@@ -117,6 +117,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(text_grid(batch, 0, outputs))
     drawn = ", ".join(f"{k} {tuple(v.shape[2:])}" for k, v in arrays.items())
     print(f"memory arrays: {drawn}" if arrays else f"model {run.config.model!r} has no trace(): inputs, targets and outputs only")
+    for line in focus_paths(arrays):
+        print(line)
     if png is not None:
         fig = inspect_figure(run.model, run.task, batch, 0, title, traced=(y, arrays))
         fig.savefig(png, dpi=110)

@@ -84,12 +84,13 @@ def _panels(name: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
 MIN_LOCATIONS = 8  # an array over fewer rows (modes, gates) is not a weighting over memory locations
 
 
-def focus_paths(arrays: Mapping[str, torch.Tensor], seq: int = 0, max_runs: int = 12) -> list[str]:
+def focus_paths(arrays: Mapping[str, torch.Tensor], seq: int = 0, max_runs: int = 20, max_counts: int = 4) -> list[str]:
     """Where each head's weighting over memory locations goes, step by step, as text: for every
     traced array that is a weighting (non-negative, each step's row summing to at most 1, over at
     least ``MIN_LOCATIONS`` locations: the NTM's and DNC's write and read weightings, the DNC's
     allocation), the peak location's move from each step to the next, wrapped to the shortest
-    signed distance on the ring of N locations, run-length encoded.
+    signed distance on the ring of N locations: how often each move occurs (the ``max_counts``
+    most common), then the moves in order, run-length encoded (the first ``max_runs`` runs).
 
     A head that writes to or reads from consecutive locations moves +1 at every step; a read head
     that drifts shows where: e.g. ``t0-100: 0 | t100-144: +1 | t144: 0 | ...`` says it moved one
@@ -113,7 +114,10 @@ def focus_paths(arrays: Mapping[str, torch.Tensor], seq: int = 0, max_runs: int 
                     runs.append((m, t, t + 2))
             shown = [f"t{a}-{b - 1}: {m:+d}" if b - a > 2 else f"t{a}: {m:+d}" for m, a, b in runs[:max_runs]]
             more = f" | ... {len(runs) - max_runs} more" if len(runs) > max_runs else ""
-            counts = ", ".join(f"{m:+d} x{moves.count(m)}" for m in sorted(set(moves), key=lambda m: (-moves.count(m), moves.index(m))))
+            ordered = sorted(set(moves), key=lambda m: (-moves.count(m), moves.index(m)))
+            counts = ", ".join(f"{m:+d} x{moves.count(m)}" for m in ordered[:max_counts])
+            if len(ordered) > max_counts:
+                counts += f", {len(ordered) - max_counts} other moves x{sum(moves.count(m) for m in ordered[max_counts:])}"
             lines.append(f"{label}: peak moves {counts}; " + " | ".join(shown) + more)
     return lines
 

@@ -51,6 +51,7 @@ figures: env
 	mkdir -p docs/figures/inspect
 	for m in ntm dnc lstm; do for n in 20 100; do \
 	  $(INSPECT) runs/reference/copy/$$m/seed-0 --length $$n --png docs/figures/inspect/copy_$${m}_$$n.png; done; done
+	$(INSPECT) runs/reference/copy/ntm/seed-2 --length 120 --png docs/figures/inspect/copy_ntm_seed2_120.png
 	for m in ntm dnc lstm; do \
 	  $(INSPECT) runs/reference/associative_recall/$$m/seed-0 --length 6 --png docs/figures/inspect/associative_recall_$$m.png; done
 

@@ -93,7 +93,7 @@ def focus_paths(arrays: Mapping[str, torch.Tensor], seq: int = 0, max_runs: int 
     most common), then the moves in order, run-length encoded (the first ``max_runs`` runs).
 
     A head that writes to or reads from consecutive locations moves +1 at every step; a read head
-    that drifts shows where: e.g. ``t0-100: 0 | t100-144: +1 | t144: 0 | ...`` says it moved one
+    that drifts shows where: e.g. ``t0-100: +0 | t100-144: +1 | t144: +0 | ...`` says it moved one
     location per step from step 100 to 144, then stayed put once.
     """
     lines = []

@@ -6,6 +6,7 @@ Figures are :class:`matplotlib.figure.Figure` objects on the Agg canvas; pyplot 
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -114,10 +115,11 @@ def focus_paths(arrays: Mapping[str, torch.Tensor], seq: int = 0, max_runs: int 
                     runs.append((m, t, t + 2))
             shown = [f"t{a}-{b - 1}: {m:+d}" if b - a > 2 else f"t{a}: {m:+d}" for m, a, b in runs[:max_runs]]
             more = f" | ... {len(runs) - max_runs} more" if len(runs) > max_runs else ""
-            ordered = sorted(set(moves), key=lambda m: (-moves.count(m), moves.index(m)))
-            counts = ", ".join(f"{m:+d} x{moves.count(m)}" for m in ordered[:max_counts])
+            tally = Counter(moves)  # insertion order = first occurrence, so ties keep it
+            ordered = sorted(tally, key=lambda m: -tally[m])
+            counts = ", ".join(f"{m:+d} x{tally[m]}" for m in ordered[:max_counts])
             if len(ordered) > max_counts:
-                counts += f", {len(ordered) - max_counts} other moves x{sum(moves.count(m) for m in ordered[max_counts:])}"
+                counts += f", {len(ordered) - max_counts} other moves x{sum(tally[m] for m in ordered[max_counts:])}"
             lines.append(f"{label}: peak moves {counts}; " + " | ".join(shown) + more)
     return lines
 

@@ -195,6 +195,7 @@ def _summarise(task: str, runs: pd.DataFrame, stats: pd.DataFrame, primary: str,
     chance_all = _chances(runs)
     chance = _mean(chance_all)
     batches = runs["batch_size"].dropna()
+    solved = int(runs["solved"].sum())
     row: dict[str, Any] = {
         "model": runs["model"].iloc[0], "group": runs["group"].iloc[0], "primary": primary,
         "runs": len(runs), "ok": len(ok),
@@ -207,8 +208,8 @@ def _summarise(task: str, runs: pd.DataFrame, stats: pd.DataFrame, primary: str,
         "chance": chance,
         "removed_mean": 1 - iv.mean / chance if chance else nan,
         "removed_ci": iv.half / chance if chance else nan,
-        "at_chance": S.at_chance(iv, chance, int(runs["solved"].sum())),
-        "solved": int(runs["solved"].sum()),
+        "at_chance": S.at_chance(iv, chance, solved),
+        "solved": solved,
         "median_to_solve": median_to_solve(runs["sequences_to_solve"]),
         "median_updates_to_solve": median_to_solve(runs["updates_to_solve"]),
         "budget_min": float(runs["budget"].min()), "budget_max": float(runs["budget"].max()),

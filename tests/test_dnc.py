@@ -490,6 +490,27 @@ def test_kernel_matches_torch_path_at_every_checkpoint_phase(steps):
 
 
 @needs_kernel
+def test_kernel_zero_state_without_a_link_tensor():
+    """With no state given, the kernels start L_0 from zeros of their own (no (B, N, N) tensor is made or
+    read): outputs, final state and every gradient, input's included, equal those from an explicit
+    zero state bit for bit, over several checkpoint segments, and the input's gradient equals the
+    PyTorch path's."""
+    fast, slow = kernel_and_torch(21, hidden_size=16, memory_slots=10, memory_width=4, read_heads=2)
+    x = torch.randn(3, 9, 9, generator=gen(22))
+    runs = []
+    for model, state in ((fast, None), (fast, fast.initial_state(3)), (slow, None)):
+        model.zero_grad()
+        xg = x.clone().requires_grad_()
+        y, final = model(xg, state)
+        (y.pow(2).sum() + final.link.sum() + final.memory.sum()).backward()
+        runs.append(([y, *final], [xg.grad, *(p.grad for p in model.parameters())]))
+    (outs, grads), (outs_explicit, grads_explicit), (_, grads_torch) = runs
+    for a, b in zip(outs + grads, outs_explicit + grads_explicit):
+        assert torch.equal(a, b)
+    assert_matches(grads[:1], grads_torch[:1], "input gradient")
+
+
+@needs_kernel
 def test_kernel_batch_elements_are_independent():
     """The kernels run the batch two elements in lockstep (the last alone when the batch is odd): every
     element's state is the same, bit for bit, in a batch of one and in a batch of five (first or second

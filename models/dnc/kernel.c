@@ -817,7 +817,7 @@ typedef struct {
     const float *b_xi;    /* (S)            b_xi */
     const float *h0;      /* (B, H)         h_0 */
     float *z;             /* (TS, B, RW + H) controller inputs [r_{t-1}; h_{t-1}] */
-    const float *link0;   /* (B, N, N)      L_0 */
+    const float *link0;   /* (B, N, N)      L_0; NULL: all zeros */
     float *ckpt;          /* ((T - 1) / K, B, N, N) L_{cK}, c = 1 .. (T - 1) / K (training only) */
     float *link_last;     /* (B, N, N)      L_T */
 } dnc_sequence;
@@ -942,15 +942,16 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
      * weight row's load; each runs its own memory step with its own link buffer */
     float *curbuf = malloc(sizeof(float) * (2 * NN + 16)), *gates = malloc(sizeof(float) * 2 * G);
     float *ws = malloc(sizeof(float) * forward_scratch(N, W));
-    if (!curbuf || !gates || !ws) {
-        free(curbuf); free(gates); free(ws);
+    float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
+    if (!curbuf || !gates || !ws || (!q->link0 && !zero)) {
+        free(curbuf); free(gates); free(ws); free(zero);
         return KERNEL_NO_MEMORY;
     }
     float *cur = (float *)(((unsigned long)curbuf + 63) & ~63ul); /* 64-byte aligned, for stream_copy */
     for (long b0 = 0; b0 < B; b0 += 2) {
         const long P = b0 + 1 < B ? 2 : 1;
         const float *Lprev[2];
-        for (long e = 0; e < P; ++e) Lprev[e] = q->link0 + (b0 + e) * NN;
+        for (long e = 0; e < P; ++e) Lprev[e] = q->link0 ? q->link0 + (b0 + e) * NN : zero;
         for (long t = 0; t < T; ++t) {
             const long k = q->train ? t : 0, a = q->train ? t : t % 2, nx = q->train ? t + 1 : (t + 1) % 2;
             float *zt[2], *ht[2], *xit[2];
@@ -996,7 +997,7 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
             }
         }
     }
-    free(curbuf); free(gates); free(ws);
+    free(curbuf); free(gates); free(ws); free(zero);
     return KERNEL_OK;
 }
 
@@ -1021,8 +1022,9 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
     float *ms = malloc(sizeof(float) * 2 * MS);                    /* two memory-state gradients */
     float *vec = malloc(sizeof(float) * (4 * H + RW + Z));         /* gh, gc (two), gread, gz */
     float *ws = malloc(sizeof(float) * backward_scratch(N, W, R));
-    if (!seg || !gLscratch || !ms || !vec || !ws) {
-        free(seg); free(gLscratch); free(ms); free(vec); free(ws);
+    float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
+    if (!seg || !gLscratch || !ms || !vec || !ws || (!q->link0 && !zero)) {
+        free(seg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
         return KERNEL_NO_MEMORY;
     }
     float *gh = vec, *gc2[2] = {vec + H, vec + 2 * H}, *ght = vec + 3 * H, *gread = vec + 4 * H, *gz = gread + RW;
@@ -1047,7 +1049,7 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
         for (long t = T - 1; t >= 0; --t) {
             /* L_t: a checkpoint, or recomputed with the rest of its segment on entering it */
             const long c0 = t - t % K, top = (c0 + K - 1 < T - 1) ? c0 + K - 1 : T - 1;
-            const float *base = c0 == 0 ? q->link0 + b * NN : q->ckpt + ((c0 / K - 1) * B + b) * NN;
+            const float *base = c0 > 0 ? q->ckpt + ((c0 / K - 1) * B + b) * NN : q->link0 ? q->link0 + b * NN : zero;
             if (t == top)
                 for (long j = c0 + 1; j <= top; ++j)
                     link_update(1, N, j == c0 + 1 ? base : seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
@@ -1096,7 +1098,7 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
         memcpy(g->h0 + b * H, gh, sizeof(float) * H);
         memcpy(g->r0 + b * RW, gz, sizeof(float) * RW);
     }
-    free(seg); free(gLscratch); free(ms); free(vec); free(ws);
+    free(seg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
     return KERNEL_OK;
 }
 

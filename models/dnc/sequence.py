@@ -8,7 +8,7 @@ at a time through every step:
 
 forward, per element, per step t
     z_t = [r_{t−1}; h_{t−1}]                 (kept for the weight gradient)
-    gates_t = (W_x x_t + b) + W_rh z_t        W_x x_t + b comes in precomputed (one matmul)
+    gates_t = (W_x x_t + b) + W_rh z_t        W_x x_t + b for all steps in one matmul first
     h_t, c_t = LSTM(gates_t, c_{t−1})
     ξ_t = W_ξ h_t + b_ξ
     memory step
@@ -17,8 +17,8 @@ backward, per element, per step t = T−1 … 0
     ∂h_t = ∂h (from z_{t+1}) + ∂y-side + W_ξᵀ ∂ξ_t
     ∂gates_t, ∂c_{t−1}                        the LSTM cell's gradient
     ∂z_t = W_rhᵀ ∂gates_t  →  ∂r_{t−1}, ∂h_{t−1}
-then the weight gradients in three matmuls over all elements and steps at once:
-    ∂W_rh = Σ_t ∂gates_tᵀ z_t,   ∂W_ξ = Σ_t ∂ξ_tᵀ h_t,   ∂b_ξ = Σ_t ∂ξ_t,   ∂(W_x x_t + b) = ∂gates_t.
+then the weight gradients in four matmuls over all elements and steps at once:
+    ∂W_rh = Σ_t ∂gates_tᵀ z_t,   ∂W_ξ = Σ_t ∂ξ_tᵀ h_t,   ∂b_ξ = Σ_t ∂ξ_t,   ∂W_x = Σ_t ∂gates_tᵀ x_t,   ∂b = Σ_t ∂gates_t.
 
 Why per element: the batch elements are independent until those sums, and the step is bound by
 where its link matrices live. Step by step over the batch, the batch's 2 MB of link matrices went
@@ -32,8 +32,8 @@ element, just before it needs it. That stores a quarter of the 64 KB-per-element
 for one extra in-cache pass per step. (The forward runs two elements in lockstep so that their
 controller products share each weight row's load; see ``kernel.c``.)
 
-Buffers: everything but the outputs (the per-step records, checkpoints, transposed weights and
-dLoss/dξ) is a view of one pooled arena (:func:`_lease`), reused once the graph that leased it is gone.
+Buffers: everything but the outputs (the per-step records, checkpoints, transposed weights,
+dLoss/dξ and dLoss/dgates) is a view of one pooled arena (:func:`_lease`), reused once the graph that leased it is gone.
 
 The equations are those of ``model.py`` / ``memory.py``; ``tests/test_dnc.py`` checks outputs and
 all gradients against a float64 reference loop and the autograd implementation. Buffers are
@@ -52,12 +52,13 @@ from typing import Any, Sequence
 
 import torch
 
+from memtasks.models.base import input_projection, input_projection_backward
 from memtasks.models.dnc import cpu_kernel
 
 CHECKPOINT = 4  # keep every 4th link matrix: one element's segment of 4 (256 KB at N = 128) stays in L2
 
 # Arenas: a forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the
-# transposed weights, dLoss/dxi) are views of one flat float32 tensor from this pool, reused once the
+# transposed weights, dLoss/dxi and dLoss/dgates) are views of one flat float32 tensor from this pool, reused once the
 # autograd context that leased it is gone. Fresh buffers of a sequence's size (≈45 MB at batch 32,
 # T = 41) are fresh pages whenever the allocator has handed the last ones back to the system: a page
 # fault and a zeroing each. A training step at lengths 1-20, alone in a process, took 28.8-29.3 ms with
@@ -108,10 +109,12 @@ def _lease(shapes: Sequence[tuple[int, ...]]) -> _Lease:
 
 
 class KernelSequence(torch.autograd.Function):
-    """(W_x x + b, W_rh, W_ξ, b_ξ, initial state) -> (h_1..T, r_1..T, final state).
+    """(x, W_x, b, W_rh, W_ξ, b_ξ, initial state) -> (h_1..T, r_1..T, final state).
 
-    Inputs: ``x_proj`` ``(B, T, 4H)``; ``w_rh`` ``(4H, R·W + H)``; ``w_xi`` ``(S, H)``; ``b_xi``
-    ``(S,)``; the state as in :class:`models.dnc.model.DNCState` (memory ``(B, N, W)``).
+    Inputs: ``x`` ``(B, T, d_in)``; ``w_x`` ``(4H, d_in)``; ``b_x`` ``(4H,)``; ``w_rh`` ``(4H, R·W + H)``;
+    ``w_xi`` ``(S, H)``; ``b_xi`` ``(S,)``; the state as in :class:`models.dnc.model.DNCState` (memory
+    ``(B, N, W)``), except that ``link0`` may be None: all zeros (the initial state; the kernels start
+    each element from zeros instead of reading a 2 MB zero tensor).
     Outputs: ``hs`` ``(T, B, H)``, ``rs`` ``(T, B, R, W)`` and the nine final state tensors.
     """
 
@@ -119,7 +122,9 @@ class KernelSequence(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         lib: ctypes.CDLL,
-        x_proj: torch.Tensor,
+        x: torch.Tensor,
+        w_x: torch.Tensor,
+        b_x: torch.Tensor,
         w_rh: torch.Tensor,
         w_xi: torch.Tensor,
         b_xi: torch.Tensor,
@@ -127,19 +132,20 @@ class KernelSequence(torch.autograd.Function):
         c0: torch.Tensor,
         memory0: torch.Tensor,
         usage0: torch.Tensor,
-        link0: torch.Tensor,
+        link0: torch.Tensor | None,
         precedence0: torch.Tensor,
         w_write0: torch.Tensor,
         w_read0: torch.Tensor,
         reads0: torch.Tensor,
     ) -> Any:
-        B, T, G = x_proj.shape  # T >= 1
+        B, T, _ = x.shape  # T >= 1
+        G = w_x.shape[0]
         H = h0.shape[1]
         _, R, N = w_read0.shape
         W = reads0.shape[2]
         S = w_xi.shape[0]
         RW = R * W
-        new = x_proj.new_empty
+        new = x.new_empty
         # without a backward to come (evaluation), per-step buffers hold one step and state buffers two
         train = any(ctx.needs_input_grad)
         TS, TT = (T, T + 1) if train else (1, 2)
@@ -149,22 +155,21 @@ class KernelSequence(torch.autograd.Function):
         shapes = (
             (T, B, G), (TS, B, RW + H), (TS, B, G), (TS, B, S), (TS, B, SV), (TS, B, N), (TT, B, H),
             (TT, B, W, N), (TT, B, N), (TT, B, N), (TT, B, N), (TT, B, R, N), (n_ckpt, B, N, N),
-            (RW + H, G), (H, S), (T if train else 0, B, S),
+            (RW + H, G), (H, S), (T if train else 0, B, S), (T if train else 0, B, G),
         )  # fmt: skip
         lease = _lease(shapes)
-        xp, z, acts, xis, saved, orders, cs, mems, usages, precs, w_writes, w_reads, checkpoints, w_rh_t, w_xi_t, g_xis = (
-            lease.views
-        )
+        (xp, z, acts, xis, saved, orders, cs, mems, usages, precs, w_writes, w_reads, checkpoints, w_rh_t, w_xi_t,
+         g_xis, g_gates) = lease.views  # fmt: skip
         orders = orders.view(torch.int32)  # allocation orders phi_t (int32, the size of a float)
-        xp.copy_(x_proj.transpose(0, 1))  # (T, B, 4H)
+        x_flat = input_projection(x, w_x, b_x, out=xp)[1]  # xp: (T, B, 4H), x_flat: (T·B, d_in)
         hs = new(T, B, H)  # outputs: every step
         reads = new(T + 1, B, R, W)
         cs[0] = c0
         mems[0] = memory0.transpose(1, 2)
         usages[0], precs[0], w_writes[0], w_reads[0], reads[0] = usage0, precedence0, w_write0, w_read0, reads0
         # L_t for t = CHECKPOINT, 2 CHECKPOINT, ... < T (the backward recomputes the others), and L_T
-        link0 = link0.contiguous()
-        link_last = torch.empty_like(link0)
+        link0 = None if link0 is None else link0.contiguous()
+        link_last = x.new_empty(B, N, N)
         w_rh_t.copy_(w_rh.t())
         w_xi_t.copy_(w_xi.t())
         weights = (w_rh.contiguous(), w_rh_t, w_xi.contiguous(), w_xi_t)
@@ -178,7 +183,7 @@ class KernelSequence(torch.autograd.Function):
         seq = cpu_kernel.Sequence(
             T=T, K=CHECKPOINT, train=int(train), xp=xp.data_ptr(), w_rh=weights[0].data_ptr(),
             w_rh_t=weights[1].data_ptr(), w_xi=weights[2].data_ptr(), w_xi_t=weights[3].data_ptr(),
-            b_xi=b_xi.data_ptr(), h0=h0.data_ptr(), z=z.data_ptr(), link0=link0.data_ptr(),
+            b_xi=b_xi.data_ptr(), h0=h0.data_ptr(), z=z.data_ptr(), link0=_ptr(link0),
             ckpt=checkpoints.data_ptr(), link_last=link_last.data_ptr(),
         )  # fmt: skip
         lib.dnc_sequence_forward(buf, seq)
@@ -191,8 +196,8 @@ class KernelSequence(torch.autograd.Function):
         # L_T is an output and the backward never reads it: holding it here would make a reference cycle
         # (output -> grad_fn -> ctx -> output) that keeps every buffer alive until the garbage collector runs
         ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, checkpoints, weights)
-        ctx.g_xis, ctx.lease = g_xis, lease  # the lease keeps the arena from later calls until ctx goes
-        ctx.save_for_backward(w_rh, w_xi, link0, hs)  # inputs and outputs: autograd checks their versions
+        ctx.g_xis, ctx.g_gates, ctx.lease = g_xis, g_gates, lease  # the lease keeps the arena until ctx goes
+        ctx.save_for_backward(x_flat, w_x, w_rh, w_xi, link0, hs)  # inputs and outputs: autograd checks their versions
         last = T if train else T % 2
         final = (
             hs[T - 1].clone(),
@@ -211,7 +216,7 @@ class KernelSequence(torch.autograd.Function):
     def backward(ctx: Any, g_hs: Any, g_rs: Any, *g_final: Any) -> Any:  # type: ignore[override]
         B, T, H, N, W, R, S = ctx.dims
         z = ctx.buffers[0]
-        _, _, _, hs = ctx.saved_tensors  # unpacked for autograd's version check
+        x_flat, w_x, _, _, _, hs = ctx.saved_tensors  # unpacked for autograd's version check
         new = hs.new_empty
         g_h, g_c, g_mem, g_use, g_link, g_prec, g_ww, g_wr, g_r = (
             None if g is None else g.contiguous() for g in g_final
@@ -220,10 +225,10 @@ class KernelSequence(torch.autograd.Function):
             g_mem = g_mem.transpose(1, 2).contiguous()  # slot-minor, as the kernel keeps it
         g_hs = None if g_hs is None else g_hs.contiguous()
         g_rs = None if g_rs is None else g_rs.contiguous()
-        g_xis, g_gates = ctx.g_xis, new(T, B, 4 * H)  # dLoss/dxi_t into the arena: only read here
+        g_xis, g_gates = ctx.g_xis, ctx.g_gates  # dLoss/dxi_t and dgates_t into the arena: only read here
         g_h0, g_c0, g_r0 = new(B, H), new(B, H), new(B, R, W)
         g_mem0, g_use0, g_prec0, g_ww0, g_wr0 = new(B, W, N), new(B, N), new(B, N), new(B, N), new(B, R, N)
-        g_link0 = new(B, N, N) if ctx.needs_input_grad[9] else None
+        g_link0 = new(B, N, N) if ctx.needs_input_grad[11] else None
         grad, ptr = cpu_kernel.StateGrad, _ptr
         grads = cpu_kernel.SequenceGrad(
             hs=ptr(g_hs), rs=ptr(g_rs), h=ptr(g_h), c=ptr(g_c), r=ptr(g_r),
@@ -237,9 +242,12 @@ class KernelSequence(torch.autograd.Function):
         g_w_rh = flat_gates.t().mm(z.view(T * B, -1))
         g_w_xi = flat_xis.t().mm(hs.view(T * B, H))
         g_b_xi = flat_xis.sum(0)
+        g_x, g_w_x, g_b_x = input_projection_backward(x_flat, w_x, g_gates, B, ctx.needs_input_grad[1])
         return (
             None,
-            g_gates.transpose(0, 1),
+            g_x,
+            g_w_x,
+            g_b_x,
             g_w_rh,
             g_w_xi,
             g_b_xi,

@@ -418,6 +418,20 @@ static void link_backward_1(const float *gnew, const float *gf, const float *gb,
     }
 }
 
+/* M_t = M_{t-1} ∘ (1 − w^w_t e_tᵀ) + w^w_t v_tᵀ, slot-minor (row k of M is the k-th of W rows of N slots).
+ * Not inlined: the forward and the backward's recomputation of a segment run the same instructions, so
+ * the recomputed memories equal the forward's bit for bit. */
+__attribute__((noinline)) static void memory_write(const float *M, const float *ww, const float *e, const float *v,
+                                                   long N, long W, float *out) {
+    for (long k = 0; k < W; ++k) {
+        const float ek = e[k], vk = v[k];
+        const float *Mk = M + k * N;
+        float *Ok = out + k * N;
+        #pragma omp simd
+        for (long n = 0; n < N; ++n) Ok[n] = Mk[n] * (1.0f - ww[n] * ek) + ww[n] * vk;
+    }
+}
+
 /* floats of scratch step_forward needs */
 static long forward_scratch(long N, long W) { return 6 * N + W; }
 
@@ -471,13 +485,7 @@ static void step_forward(long B, long N, long W, long R, const float *xi, const 
             wwb[n] = gw * (ga * s.alloc[n] + (1.0f - ga) * s.cw[n]);
             wsum += wwb[n];
         }
-        for (long k = 0; k < W; ++k) {
-            const float ek = e[k], vk = x[l.v + k];
-            const float *Mk = Mb + k * N;
-            float *Ok = Mnb + k * N;
-            #pragma omp simd
-            for (long n = 0; n < N; ++n) Ok[n] = Mk[n] * (1.0f - wwb[n] * ek) + wwb[n] * vk;
-        }
+        memory_write(Mb, wwb, e, x + l.v, N, W, Mnb);
         slot_norms(Mnb, N, W, s.nMn);
 
         /* links, precedence, directional weightings */
@@ -940,7 +948,12 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
     const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
     /* two elements in lockstep (one when B is odd, at the end): their controller products share each
      * weight row's load; each runs its own memory step with its own link buffer */
-    float *curbuf = malloc(sizeof(float) * (2 * NN + 16)), *gates = malloc(sizeof(float) * 2 * G);
+    /* the link matrices and (training) memories of the two elements, updated in cache: a training forward
+     * writes M_t to its record only at the checkpoints (t a multiple of K) and at t = T, as it writes L_t;
+     * the backward recomputes the others. Per step that is 10 KB (N = 128, W = 20) that no longer goes
+     * to memory and back, one step in K excepted. */
+    const long WN = W * N, MB = q->train ? 4 * WN : 0;
+    float *curbuf = malloc(sizeof(float) * (2 * NN + MB + 16)), *gates = malloc(sizeof(float) * 2 * G);
     float *ws = malloc(sizeof(float) * forward_scratch(N, W));
     float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
     if (!curbuf || !gates || !ws || (!q->link0 && !zero)) {
@@ -948,10 +961,14 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
         return KERNEL_NO_MEMORY;
     }
     float *cur = (float *)(((unsigned long)curbuf + 63) & ~63ul); /* 64-byte aligned, for stream_copy */
+    float *mcur = cur + 2 * NN; /* element e's memories: mcur + (2 e + t % 2) WN (training only) */
     for (long b0 = 0; b0 < B; b0 += 2) {
         const long P = b0 + 1 < B ? 2 : 1;
-        const float *Lprev[2];
-        for (long e = 0; e < P; ++e) Lprev[e] = q->link0 ? q->link0 + (b0 + e) * NN : zero;
+        const float *Lprev[2], *Mprev[2];
+        for (long e = 0; e < P; ++e) {
+            Lprev[e] = q->link0 ? q->link0 + (b0 + e) * NN : zero;
+            Mprev[e] = AT(s->mem, 0, b0 + e, WN);
+        }
         for (long t = 0; t < T; ++t) {
             const long k = q->train ? t : 0, a = q->train ? t : t % 2, nx = q->train ? t + 1 : (t + 1) % 2;
             float *zt[2], *ht[2], *xit[2];
@@ -974,7 +991,6 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
             if (t + 1 < T && q->train) /* step t + 1's records, while step t runs (in evaluation they are in cache) */
                 for (long e = 0; e < P; ++e) {
                     const long b = b0 + e;
-                    prefetch(AT(s->mem, t + 2, b, W * N), W * N, 1);
                     prefetch(AT(s->sv, t + 1, b, SV), SV, 1);
                     prefetch(AT(q->xp, t + 1, b, G), G, 0);
                     prefetch(AT(s->act, t + 1, b, G), G, 1);
@@ -984,16 +1000,20 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
             for (long e = 0; e < P; ++e) {
                 const long b = b0 + e;
                 float *Lout = t == T - 1 ? q->link_last + b * NN : cur + e * NN;
+                const float *Min = q->train ? Mprev[e] : AT(s->mem, a, b, WN);
+                float *Mout = q->train ? mcur + (2 * e + t % 2) * WN : AT(s->mem, nx, b, WN);
                 /* the previous step's allocation order as the guess (in evaluation it is in the same slot) */
                 const int *hint = t == 0 ? 0 : s->order + ((q->train ? t - 1 : 0) * B + b) * N;
-                step_forward(1, N, W, R, xit[e], AT(s->mem, a, b, W * N), AT(s->usage, a, b, N), Lprev[e],
-                             AT(s->prec, a, b, N), AT(s->ww, a, b, N), AT(s->wr, a, b, R * N), AT(s->mem, nx, b, W * N),
+                step_forward(1, N, W, R, xit[e], Min, AT(s->usage, a, b, N), Lprev[e],
+                             AT(s->prec, a, b, N), AT(s->ww, a, b, N), AT(s->wr, a, b, R * N), Mout,
                              AT(s->usage, nx, b, N), Lout, AT(s->prec, nx, b, N), AT(s->ww, nx, b, N),
                              AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW), AT(s->sv, k, b, SV),
                              s->order + (k * B + b) * N, hint, ws);
                 if (q->train && t < T - 1 && (t + 1) % K == 0)
                     stream_copy(q->ckpt + (((t + 1) / K - 1) * B + b) * NN, Lout, NN);
+                if (q->train && ((t + 1) % K == 0 || t == T - 1)) stream_copy(AT(s->mem, t + 1, b, WN), Mout, WN);
                 Lprev[e] = Lout;
+                Mprev[e] = Mout;
             }
         }
     }
@@ -1017,16 +1037,20 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
     const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H;
     const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
     const long MS = W * N + 3 * N + R * N; /* one element's memory-state gradient, less the link */
+    const long WN = W * N;
     float *seg = malloc(sizeof(float) * (K > 1 ? K - 1 : 1) * NN); /* L_{cK+1 .. cK+K-1} */
+    float *mseg = malloc(sizeof(float) * ((K > 1 ? K - 1 : 1) * WN + W)); /* M_{cK+1 .. cK+K-1}, then e */
     float *gLscratch = malloc(sizeof(float) * NN);                 /* dLoss/dL when first.link is NULL */
     float *ms = malloc(sizeof(float) * 2 * MS);                    /* two memory-state gradients */
     float *vec = malloc(sizeof(float) * (4 * H + RW + Z));         /* gh, gc (two), gread, gz */
     float *ws = malloc(sizeof(float) * backward_scratch(N, W, R));
     float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
-    if (!seg || !gLscratch || !ms || !vec || !ws || (!q->link0 && !zero)) {
-        free(seg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
+    if (!seg || !mseg || !gLscratch || !ms || !vec || !ws || (!q->link0 && !zero)) {
+        free(seg); free(mseg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
         return KERNEL_NO_MEMORY;
     }
+    float *erase = mseg + (K > 1 ? K - 1 : 1) * WN;
+    const layout lay = make_layout(N, W, R);
     float *gh = vec, *gc2[2] = {vec + H, vec + 2 * H}, *ght = vec + 3 * H, *gread = vec + 4 * H, *gz = gread + RW;
     dnc_state_grad sets[2];
     for (int i = 0; i < 2; ++i) {
@@ -1050,13 +1074,20 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
             /* L_t: a checkpoint, or recomputed with the rest of its segment on entering it */
             const long c0 = t - t % K, top = (c0 + K - 1 < T - 1) ? c0 + K - 1 : T - 1;
             const float *base = c0 > 0 ? q->ckpt + ((c0 / K - 1) * B + b) * NN : q->link0 ? q->link0 + b * NN : zero;
+            const float *mbase = AT(s->mem, c0, b, WN); /* M_t: a record at the checkpoints and at T */
             if (t == top)
-                for (long j = c0 + 1; j <= top; ++j)
+                for (long j = c0 + 1; j <= top; ++j) {
                     link_update(1, N, j == c0 + 1 ? base : seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
                                 AT(s->prec, j - 1, b, N), seg + (j - c0 - 1) * NN);
+                    const float *xj = AT(s->xi, j - 1, b, S);
+                    for (long k = 0; k < W; ++k) erase[k] = sigm(xj[lay.er + k]);
+                    memory_write(j == c0 + 1 ? mbase : mseg + (j - c0 - 2) * WN, AT(s->ww, j, b, N), erase,
+                                 xj + lay.v, N, W, mseg + (j - c0 - 1) * WN);
+                }
             const float *Lt = t == c0 ? base : seg + (t - c0 - 1) * NN;
+            const float *Mt = t == c0 ? mbase : mseg + (t - c0 - 1) * WN;
+            const float *Mnext = t == top ? AT(s->mem, t + 1, b, WN) : mseg + (t - c0) * WN;
             if (t > 0) { /* step t - 1's records, while step t runs */
-                prefetch(AT(s->mem, t - 1, b, W * N), W * N, 0);
                 prefetch(AT(s->sv, t - 1, b, SV), SV, 0);
                 prefetch(AT(s->xi, t - 1, b, S), S, 0);
                 prefetch(AT(s->act, t - 1, b, G), G, 0);
@@ -1075,8 +1106,8 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
             dnc_state_grad prev = t == 0 ? first : sets[which];
             float *gLp = (t > 0 || first.link) ? gL : 0;
             float *gxi = AT(g->xi, t, b, S);
-            step_backward(1, N, W, R, AT(s->xi, t, b, S), AT(s->mem, t, b, W * N), AT(s->usage, t, b, N), Lt,
-                          AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N), AT(s->mem, t + 1, b, W * N),
+            step_backward(1, N, W, R, AT(s->xi, t, b, S), Mt, AT(s->usage, t, b, N), Lt,
+                          AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N), Mnext,
                           AT(s->ww, t + 1, b, N), AT(s->wr, t + 1, b, R * N), AT(s->sv, t, b, SV),
                           s->order + (t * B + b) * N, next.mem, next.usage, has_gL ? gL : 0, next.prec, next.ww,
                           next.wr, grv, gxi, prev.mem, prev.usage, gLp, prev.prec, prev.ww, prev.wr, ws);
@@ -1098,7 +1129,7 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
         memcpy(g->h0 + b * H, gh, sizeof(float) * H);
         memcpy(g->r0 + b * RW, gz, sizeof(float) * RW);
     }
-    free(seg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
+    free(seg); free(mseg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
     return KERNEL_OK;
 }
 

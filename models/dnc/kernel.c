@@ -952,8 +952,8 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
      * writes M_t to its record only at the checkpoints (t a multiple of K) and at t = T, as it writes L_t;
      * the backward recomputes the others. Per step that is 10 KB (N = 128, W = 20) that no longer goes
      * to memory and back, one step in K excepted. */
-    const long WN = W * N, MB = q->train ? 4 * WN : 0;
-    float *curbuf = malloc(sizeof(float) * (2 * NN + MB + 16)), *gates = malloc(sizeof(float) * 2 * G);
+    const long WN = W * N, MB = q->train ? 4 * WN : 0, SVA = (SV + 15) / 16 * 16;
+    float *curbuf = malloc(sizeof(float) * (2 * NN + MB + 2 * SVA + 16)), *gates = malloc(sizeof(float) * 2 * G);
     float *ws = malloc(sizeof(float) * forward_scratch(N, W));
     float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
     if (!curbuf || !gates || !ws || (!q->link0 && !zero)) {
@@ -962,6 +962,9 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
     }
     float *cur = (float *)(((unsigned long)curbuf + 63) & ~63ul); /* 64-byte aligned, for stream_copy */
     float *mcur = cur + 2 * NN; /* element e's memories: mcur + (2 e + t % 2) WN (training only) */
+    /* element e's saved floats (svcur + e SVA), written here and copied to the record with streaming
+     * stores: plain stores would first read each of the record's lines from memory */
+    float *svcur = mcur + MB;
     for (long b0 = 0; b0 < B; b0 += 2) {
         const long P = b0 + 1 < B ? 2 : 1;
         const float *Lprev[2], *Mprev[2];
@@ -991,7 +994,6 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
             if (t + 1 < T && q->train) /* step t + 1's records, while step t runs (in evaluation they are in cache) */
                 for (long e = 0; e < P; ++e) {
                     const long b = b0 + e;
-                    prefetch(AT(s->sv, t + 1, b, SV), SV, 1);
                     prefetch(AT(q->xp, t + 1, b, G), G, 0);
                     prefetch(AT(s->act, t + 1, b, G), G, 1);
                     prefetch(AT(s->xi, t + 1, b, S), S, 1);
@@ -1007,11 +1009,12 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
                 step_forward(1, N, W, R, xit[e], Min, AT(s->usage, a, b, N), Lprev[e],
                              AT(s->prec, a, b, N), AT(s->ww, a, b, N), AT(s->wr, a, b, R * N), Mout,
                              AT(s->usage, nx, b, N), Lout, AT(s->prec, nx, b, N), AT(s->ww, nx, b, N),
-                             AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW), AT(s->sv, k, b, SV),
+                             AT(s->wr, nx, b, R * N), AT(s->reads, t + 1, b, RW), svcur + e * SVA,
                              s->order + (k * B + b) * N, hint, ws);
                 if (q->train && t < T - 1 && (t + 1) % K == 0)
                     stream_copy(q->ckpt + (((t + 1) / K - 1) * B + b) * NN, Lout, NN);
                 if (q->train && ((t + 1) % K == 0 || t == T - 1)) stream_copy(AT(s->mem, t + 1, b, WN), Mout, WN);
+                if (q->train) stream_copy(AT(s->sv, k, b, SV), svcur + e * SVA, SV);
                 Lprev[e] = Lout;
                 Mprev[e] = Mout;
             }

@@ -914,12 +914,12 @@ static void axpy_rows2(const float *restrict A, const float *restrict x0, const 
 
 /* dst = src (n floats) without reading dst's lines into the cache: a checkpoint is not read again until
  * the backward, so its write need not fetch it (64 KB a line at a time from memory) nor evict what the
- * forward still uses. Plain memcpy unless AVX-512 and 64-byte alignment. */
+ * forward still uses. Plain memcpy unless AVX-512 and 64-byte alignment. No fence: the caller issues one
+ * _mm_sfence after all its copies (a fence a copy waited for each copy's lines to reach memory). */
 static void stream_copy(float *restrict dst, const float *restrict src, long n) {
 #ifdef __AVX512F__
     if ((((unsigned long)dst | (unsigned long)src) & 63) == 0 && n % 16 == 0) {
         for (long i = 0; i < n; i += 16) _mm512_stream_ps(dst + i, _mm512_load_ps(src + i));
-        _mm_sfence();
         return;
     }
 #endif
@@ -1020,6 +1020,9 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
             }
         }
     }
+#ifdef __AVX512F__
+    _mm_sfence(); /* the streaming stores of stream_copy, visible to every thread from here (one fence, not one a copy) */
+#endif
     free(curbuf); free(gates); free(ws); free(zero);
     return KERNEL_OK;
 }

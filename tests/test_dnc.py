@@ -512,20 +512,21 @@ def test_kernel_zero_state_without_a_link_tensor():
 
 @needs_kernel
 def test_kernel_batch_elements_are_independent():
-    """The kernels run the batch two elements in lockstep (the last alone when the batch is odd): every
-    element's state is the same, bit for bit, in a batch of one and in a batch of five (first or second
+    """The forward runs the batch two elements in lockstep (the last alone when the batch is odd): every
+    element's state is the same, bit for bit, in a batch of one and in a batch of seven (first or second
     of a pair, or the odd one), and so are its state gradients. Hidden size 17 gives the controller's
-    matrix-vector products row counts that are not multiples of their blocks of 8 and 4 rows."""
+    matrix-vector products row counts that are not multiples of their blocks of 8 and 4 rows; seven
+    steps cross a checkpoint of the link matrices and memories."""
     torch.manual_seed(13)
     model = models.build_model("dnc", 9, 8, hidden_size=17, memory_slots=12, memory_width=4)
     g = gen(14)
-    x = torch.randn(5, 7, 9, generator=g)
-    state = random_state(model, 5, g)
+    x = torch.randn(7, 7, 9, generator=g)
+    state = random_state(model, 7, g)
     _, whole = model(x, state)
     link = state.link.clone().requires_grad_()
     _, final = model(x, state._replace(link=link))
     (final.h.sum() + final.memory.pow(2).sum() + final.link.sum()).backward()
-    for b in range(5):
+    for b in range(7):
         sl = slice(b, b + 1)
         _, alone = model(x[sl], DNCState(*(s[sl] for s in state)))
         for name, a, c in zip(DNCState._fields, whole, alone):

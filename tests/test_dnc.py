@@ -539,7 +539,7 @@ def test_kernel_batch_elements_are_independent():
 
 @needs_kernel
 def test_kernel_graphs_alive_together_keep_their_own_buffers():
-    """The kernel path's internal buffers come from a pool of arenas (sequence._lease), reused only once
+    """The kernel path's internal buffers come from a pool of arenas (models/arena.py), reused only once
     the graph that leased one is gone: three graphs alive at once (more than the pool holds), with an
     evaluation forward between them, then their backwards in another order, give the PyTorch path's
     gradients."""
@@ -558,39 +558,6 @@ def test_kernel_graphs_alive_together_keep_their_own_buffers():
         y, final = slow(xs[i], states[i])
         want = torch.autograd.grad(y.pow(2).sum() + final.memory.pow(2).sum(), list(slow.parameters()))
         assert_matches(got, want, f"parameter gradients of graph {i}")
-
-
-def test_arena_views_are_aligned_apart_and_reused_only_when_free(monkeypatch):
-    from memtasks.models.dnc import sequence
-
-    monkeypatch.setattr(sequence, "_pool", [])
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # the kernels' buffers stay float32 whatever the default
-    try:
-        first = sequence._lease([(4, 5), (3,)])
-    finally:
-        torch.set_default_dtype(default)
-    a, b = first.views
-    assert a.dtype == b.dtype == torch.float32
-    assert a.shape == (4, 5) and b.shape == (3,) and b.data_ptr() - a.data_ptr() >= 20 * 4
-    assert a.data_ptr() % 64 == 0 and b.data_ptr() % 64 == 0
-    held = sequence._lease([(4, 5)])
-    assert held.views[0].data_ptr() != a.data_ptr()  # in use: not handed out twice
-    pointer = a.data_ptr()
-    del first, a, b
-    assert sequence._lease([(4, 5)]).views[0].data_ptr() == pointer  # free again: reused
-    assert len(sequence._pool) == 2
-    with torch.inference_mode():  # an arena first made there serves training later
-        sequence._lease([(50,)])
-    reused = sequence._lease([(50,)])
-    reused.views[0].copy_(torch.ones(50))
-    assert not reused.views[0].is_inference()
-    del reused
-    monkeypatch.setattr(sequence, "POOL_MAX_FLOATS", 64)
-    arenas = [entry[0] for entry in sequence._pool]
-    big = sequence._lease([(10, 10)])  # fits no arena and is larger than the pool keeps: allocated, not pooled
-    assert big.views[0].shape == (10, 10)
-    assert len(sequence._pool) == 2 and all(entry[0] is arena for entry, arena in zip(sequence._pool, arenas))
 
 
 @needs_kernel

@@ -473,6 +473,27 @@ def test_kernel_state_gradients_equal_torch_path(overrides):
 
 
 @needs_kernel
+def test_kernel_graphs_alive_together_keep_their_own_buffers():
+    """A training forward's records are views of a pooled arena (kernel_sequence.POOL), reused only once the
+    graph that leased it is gone: three graphs alive at once (more than the pool's two arenas), with an
+    evaluation forward between them, then their backwards in another order, give the PyTorch path's gradients."""
+    fast, slow = _pair(read_heads=2)
+    xs = [torch.randn(2, steps, 4, generator=_gen(30 + steps)) for steps in (6, 9, 5)]
+    losses = []
+    for x in xs:
+        y, final = fast(x)
+        with torch.no_grad():
+            fast(x[:, :2])
+        losses.append(y.pow(2).sum() + final.memory.pow(2).sum())
+    for i in (1, 2, 0):
+        got = torch.autograd.grad(losses[i], list(fast.parameters()))
+        y, final = slow(xs[i])
+        want = torch.autograd.grad(y.pow(2).sum() + final.memory.pow(2).sum(), list(slow.parameters()))
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernel
 def test_kernel_no_grad_forward_equals_training_forward():
     fast, _ = _pair(read_heads=2)
     x = torch.randn(2, 7, 4, generator=_gen(4))

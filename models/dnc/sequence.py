@@ -33,7 +33,7 @@ for one extra in-cache pass per step. (The forward runs two elements in lockstep
 controller products share each weight row's load; see ``kernel.c``.)
 
 Buffers: everything but the outputs (the per-step records, checkpoints, transposed weights,
-dLoss/dξ and dLoss/dgates) is a view of one pooled arena (:func:`_lease`), reused once the graph that leased it is gone.
+dLoss/dξ and dLoss/dgates) is a view of one pooled arena (:class:`models.arena.ArenaPool`), reused once the graph that leased it is gone.
 
 The equations are those of ``model.py`` / ``memory.py``; ``tests/test_dnc.py`` checks outputs and
 all gradients against a float64 reference loop and the autograd implementation. Buffers are
@@ -45,67 +45,21 @@ are then contiguous). The kernels see them through one :class:`cpu_kernel.Buffer
 from __future__ import annotations
 
 import ctypes
-import math
-import threading
-import weakref
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
+from memtasks.models.arena import ArenaPool
 from memtasks.models.base import input_projection, input_projection_backward
 from memtasks.models.dnc import cpu_kernel
 
 CHECKPOINT = 4  # keep every 4th link matrix: one element's segment of 4 (256 KB at N = 128) stays in L2
 
-# Arenas: a forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the
-# transposed weights, dLoss/dxi and dLoss/dgates) are views of one flat float32 tensor from this pool, reused once the
-# autograd context that leased it is gone. Fresh buffers of a sequence's size (≈45 MB at batch 32,
-# T = 41) are fresh pages whenever the allocator has handed the last ones back to the system: a page
-# fault and a zeroing each. A training step at lengths 1-20, alone in a process, took 28.8-29.3 ms with
-# them and 20.6-21.0 ms with the pool (a quarter of the page faults; docs/performance.md, issue 16).
-# At most POOL_ARENAS arenas of at most POOL_MAX_FLOATS floats are kept (a training step's graph often
-# lives on during the next forward, hence two); a larger request, or one while both are in use,
-# allocates as before.
-POOL_ARENAS = 2
-POOL_MAX_FLOATS = 32 << 20  # 128 MB
-ALIGN = 16  # floats: every view starts on a 64-byte boundary
-_pool: list[list[Any]] = []  # [flat tensor, weakref to the _Lease that holds it (dead: free)]
-_pool_lock = threading.Lock()
-
-
-class _Lease:
-    """One forward's views into an arena: the arena is free again once this object is gone."""
-
-    __slots__ = ("views", "__weakref__")
-
-
-def _lease(shapes: Sequence[tuple[int, ...]]) -> _Lease:
-    """Uninitialised contiguous float32 views of ``shapes`` in a free arena of the pool (or a new one)."""
-    sizes = [-(-math.prod(shape) // ALIGN) * ALIGN for shape in shapes]
-    floats = max(sum(sizes), 1)
-    lease = _Lease()
-    with _pool_lock:
-        free = [entry for entry in _pool if entry[1]() is None]
-        fits = [entry for entry in free if entry[0].numel() >= floats]
-        if fits:
-            entry = min(fits, key=lambda e: e[0].numel())
-        else:
-            with torch.inference_mode(False):  # a normal tensor: an inference one would refuse later writes
-                entry = [torch.empty(floats, dtype=torch.float32), None]  # whatever the default dtype
-            if floats <= POOL_MAX_FLOATS:
-                if len(_pool) < POOL_ARENAS:
-                    _pool.append(entry)
-                elif free:  # in place of the smallest free arena, too small for this call
-                    smallest = min(free, key=lambda e: e[0].numel())
-                    _pool[next(i for i, e in enumerate(_pool) if e is smallest)] = entry
-        entry[1] = weakref.ref(lease)
-        flat = entry[0]
-    views, offset = [], 0
-    for shape, size in zip(shapes, sizes):
-        views.append(flat[offset : offset + math.prod(shape)].view(shape))
-        offset += size
-    lease.views = tuple(views)
-    return lease
+# A forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the transposed
+# weights, dLoss/dxi and dLoss/dgates) are views of one arena of this pool (models/arena.py). A training
+# step at lengths 1-20, alone in a process, took 28.8-29.3 ms with fresh buffers and 20.6-21.0 ms with
+# the pool (a quarter of the page faults; docs/performance.md, issue 16).
+POOL = ArenaPool()
 
 
 class KernelSequence(torch.autograd.Function):
@@ -149,7 +103,7 @@ class KernelSequence(torch.autograd.Function):
         # without a backward to come (evaluation), per-step buffers hold one step and state buffers two
         train = any(ctx.needs_input_grad)
         TS, TT = (T, T + 1) if train else (1, 2)
-        # what only the kernels and this function's backward read: views of one pooled arena (see _lease)
+        # what only the kernels and this function's backward read: views of one pooled arena (POOL)
         n_ckpt = max((T - 1) // CHECKPOINT, 1) if train else 1
         SV = cpu_kernel.saved_size(lib, N, R)
         shapes = (
@@ -157,7 +111,7 @@ class KernelSequence(torch.autograd.Function):
             (TT, B, W, N), (TT, B, N), (TT, B, N), (TT, B, N), (TT, B, R, N), (n_ckpt, B, N, N),
             (RW + H, G), (H, S), (T if train else 0, B, S), (T if train else 0, B, G),
         )  # fmt: skip
-        lease = _lease(shapes)
+        lease = POOL.lease(shapes)
         (xp, z, acts, xis, saved, orders, cs, mems, usages, precs, w_writes, w_reads, checkpoints, w_rh_t, w_xi_t,
          g_xis, g_gates) = lease.views  # fmt: skip
         orders = orders.view(torch.int32)  # allocation orders phi_t (int32, the size of a float)

@@ -209,8 +209,8 @@ class NTMLoop(torch.autograd.Function):
             g = run_backward(ctx.dims, saved, zs, LoopOut(*grads), w_z, w_p)
         else:
             g = kernel_backward(ctx.lib, ctx.dims, ctx.saved, LoopOut(*grads), w_z, w_p)
-        ctx.saved = None
         g_xp, g_z0, g_c0, g_mem0, g_w0, g_w_z, g_w_p, g_b_p = g
         g_x, g_w_x, g_b = input_projection_backward(x_flat, w_x, g_xp.contiguous(), ctx.x_shape[0], ctx.needs_input_grad[2])
+        ctx.saved = None  # after the last read of g_xp: on the kernel path it is a view of the forward's pooled arena
         g_c0 = g_c0 if ctx.dims.lstm else None
         return None, None, g_x, g_w_x, g_b, g_z0, g_c0, g_mem0, g_w0, g_w_z, g_w_p, g_b_p

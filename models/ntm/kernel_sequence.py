@@ -14,8 +14,12 @@ backward, per step t = T-1 … 0
     ∂z_{t-1} = ∂(outputs) + ∂G_t W_z
 then every weight gradient as one product over all steps, as in ``bptt.py``.
 
-Buffers are time-major and allocated once per call; without a backward to come (evaluation)
-the memory and weightings live in two alternating slots instead of a history. The kernels see
+Buffers are time-major; without a backward to come (evaluation) the memory and weightings live in
+two alternating slots instead of a history. A training forward's records (memories, weightings,
+head parameters, saved floats) and the backward's dLoss/dgates and dLoss/dparams are views of one
+pooled arena (:data:`POOL`, ``models/arena.py``), held until the graph is gone: as fresh tensors
+(≈14 MB of memories alone at batch 32, T = 41) they were fresh pages, a page fault each 4 KB, whenever
+the allocator had unmapped the last ones, which depended on what else ran in the process. The kernels see
 them through one :class:`cpu_kernel.Buffers`, made once per forward, and take slot numbers into
 them; gradients, made in the backward, are passed per call.
 """
@@ -26,6 +30,7 @@ from typing import Any
 
 import torch
 
+from memtasks.models.arena import ArenaPool
 from memtasks.models.ntm import cpu_kernel
 from memtasks.models.ntm.controller import (
     feedforward_cell,
@@ -36,6 +41,7 @@ from memtasks.models.ntm.controller import (
 )
 from memtasks.models.ntm.sequence import Dims, LoopOut, start_of_backward
 
+POOL = ArenaPool()
 
 
 def kernel_forward(
@@ -59,13 +65,18 @@ def kernel_forward(
     new = xp.new_empty
     hist = keep is not None
     slots = steps + 1 if hist else 2
-    zs = new(steps + 1, b, zsz)
+    zs = new(steps + 1, b, zsz)  # zs[1:] is an output: not in the arena
     zs[0].copy_(z0)
-    mems, ws = new(slots, b, m, n), new(slots, b, n_a, n)
+    if hist:  # what only the backward reads, and the backward's own buffers, in one pooled arena
+        lease = POOL.lease(
+            [(slots, b, m, n), (slots, b, n_a, n), (steps, b, n_p), (steps, b, cpu_kernel.saved_size(lib, n, m, n_r, n_s)),
+             (steps, b, dims.gate_size), (steps, b, n_p)]
+        )  # fmt: skip
+        mems, ws, ps, sv = lease.views[:4]
+    else:
+        mems, ws, ps, sv = new(slots, b, m, n), new(slots, b, n_a, n), new(1, b, n_p), None
     mems[0].copy_(mem0)
     ws[0].copy_(w0)
-    ps = new(steps if hist else 1, b, n_p)
-    sv = new(steps, b, cpu_kernel.saved_size(lib, n, m, n_r, n_s)) if hist else None
     lstm_saved: dict[str, list[torch.Tensor]] = {"c": [], "sig": [], "gt": [], "tc": []}
     w_zt, w_pt = w_z.t(), w_p.t()
     buf = cpu_kernel.Buffers(
@@ -90,7 +101,8 @@ def kernel_forward(
         fwd(buf, t, k, a_, b_)
     last = steps if hist else steps & 1
     if keep is not None:
-        keep.update(zs=zs, mems=mems, ws=ws, ps=ps, sv=sv, lstm=lstm_saved, buf=buf)  # buf points into the others
+        # buf points into the others; the lease keeps the arena from other calls until keep is dropped
+        keep.update(zs=zs, mems=mems, ws=ws, ps=ps, sv=sv, lstm=lstm_saved, buf=buf, lease=lease)
     h_out = zs[-1, :, :n_h].clone() if dims.lstm else zs.new_zeros(b, 0)
     c_out = c if dims.lstm else zs.new_zeros(b, 0)
     r = zs[-1, :, n_h:].unflatten(-1, (n_r, m)).clone()
@@ -114,8 +126,7 @@ def kernel_backward(
         xd, o_dtanh, f = coef.gates.unbind(0), coef.o_dtanh.unbind(0), coef.f.unbind(0)
     else:
         dh = feedforward_coefficients(hs).unbind(0)
-    g_gates = new(steps, b, dims.gate_size)
-    g_params = new(steps, b, n_p)
+    g_gates, g_params = keep["lease"].views[4:]
     g_zs, g_z, g_c = start_of_backward(dims, zs, grads)
     # ∂M and ∂w are updated in place in one buffer each, after the first step (never the caller's)
     g_mem_in = None if grads.memory is None else grads.memory.contiguous()

@@ -1,0 +1,38 @@
+"""The pool of float32 arenas behind the DNC's and the NTM's kernel buffers (models/arena.py)."""
+from __future__ import annotations
+
+import torch
+
+from memtasks.models.arena import ArenaPool
+
+
+def test_arena_views_are_aligned_apart_and_reused_only_when_free():
+    pool = ArenaPool(arenas=2)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the kernels' buffers stay float32 whatever the default
+    try:
+        first = pool.lease([(4, 5), (3,)])
+    finally:
+        torch.set_default_dtype(default)
+    a, b = first.views
+    assert a.dtype == b.dtype == torch.float32
+    assert a.shape == (4, 5) and b.shape == (3,) and b.data_ptr() - a.data_ptr() >= 20 * 4
+    assert a.data_ptr() % 64 == 0 and b.data_ptr() % 64 == 0
+    held = pool.lease([(4, 5)])
+    assert held.views[0].data_ptr() != a.data_ptr()  # in use: not handed out twice
+    pointer = a.data_ptr()
+    del first, a, b
+    assert pool.lease([(4, 5)]).views[0].data_ptr() == pointer  # free again: reused
+    assert len(pool.entries) == 2
+    with torch.inference_mode():  # an arena first made there serves training later
+        pool.lease([(50,)])
+    reused = pool.lease([(50,)])
+    reused.views[0].copy_(torch.ones(50))
+    assert not reused.views[0].is_inference()
+    del reused
+    pool.max_floats = 64
+    arenas = [entry[0] for entry in pool.entries]
+    big = pool.lease([(10, 10)])  # fits no arena and is larger than the pool keeps: allocated, not pooled
+    assert big.views[0].shape == (10, 10)
+    assert len(pool.entries) == 2 and all(entry[0] is arena for entry, arena in zip(pool.entries, arenas))
+

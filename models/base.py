@@ -167,31 +167,6 @@ IMPLICIT_BEFORE_FIELD: dict[str, Any] = {"forget_bias": "uniform"}
 EXECUTION_FIELDS: tuple[str, ...] = ("cpu_kernel",)
 
 
-def input_projection(
-    x: torch.Tensor, w_x: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``W_x x_t + b`` for all steps as one product: ``x`` ``(B, T, d_in)`` -> ``(T, B, G)`` (into
-    ``out`` when given, a contiguous ``(T, B, G)``), and ``x`` as ``(T·B, d_in)`` for the backward."""
-    steps, batch = x.shape[1], x.shape[0]
-    flat = x.transpose(0, 1).reshape(-1, x.shape[-1])
-    if out is None:
-        return torch.addmm(bias, flat, w_x.t()).view(steps, batch, -1), flat
-    torch.addmm(bias, flat, w_x.t(), out=out.view(steps * batch, -1))
-    return out, flat
-
-
-def input_projection_backward(
-    x_flat: torch.Tensor, w_x: torch.Tensor, g_xp: torch.Tensor, batch: int, need_x: bool
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """dLoss/d of (x, W_x, b) from dLoss/d(W_x x_t + b), ``g_xp`` ``(T, B, G)`` contiguous.
-
-    ∂W_x = Σ_t ∂xp_tᵀ x_t is computed as (xᵀ ∂xp)ᵀ: with d_in ≪ T·B, MKL takes ~5× as long for the
-    product in the other orientation (0.49 against 0.09 ms at T·B = 660, G = 400, d_in = 9)."""
-    flat = g_xp.view(-1, g_xp.shape[-1])  # (T·B, G)
-    g_x = flat.mm(w_x).view(-1, batch, w_x.shape[1]).transpose(0, 1) if need_x else None
-    return g_x, x_flat.t().mm(flat).t(), flat.sum(0)
-
-
 def stacked_zeros(config: Any, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
     """The zero state ``(B, num_layers, hidden_size)`` of a stack of recurrent cells, for any
     family whose config has those two fields (rnn, lstm's h and c, gru, gru1-3, indrnn)."""

@@ -53,12 +53,13 @@ class StateGrad(ctypes.Structure):
 
 
 class Sequence(ctypes.Structure):
-    """``dnc_sequence`` of ``kernel.c``: the step count, checkpoint interval and training flag, the
-    controller's weights (each also transposed) and the link matrices' buffers of one sequence."""
+    """``dnc_sequence`` of ``kernel.c``: the step count, checkpoint interval, training flag and input
+    size, the inputs, the controller's weights (each also transposed) and the link matrices' buffers of
+    one sequence."""
 
-    _fields_ = [(n, c_long) for n in ("T", "K", "train")] + [
+    _fields_ = [(n, c_long) for n in ("T", "K", "train", "D")] + [
         (n, c_void_p)
-        for n in ("xp", "w_rh", "w_rh_t", "w_xi", "w_xi_t", "b_xi", "h0", "z", "link0", "ckpt", "link_last")
+        for n in ("x", "b_x", "w_rh", "w_rh_t", "w_xi", "w_xi_t", "b_xi", "h0", "z", "link0", "ckpt", "link_last")
     ]
 
 

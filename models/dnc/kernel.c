@@ -798,7 +798,7 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
  * N = 128) and the controller weights stay in the core's own cache (L2) for the whole sequence,
  * where the step-major loop streamed the batch's 2 MB of link matrices through the shared cache
  * once a step each way. Per element and step the controller is
- *   z_t = [r_{t-1}; h_{t-1}],  gates_t = (W_x x_t + b) + W_rh z_t,  (h_t, c_t) = LSTM(gates_t, c_{t-1}),
+ *   z_t = [r_{t-1}; h_{t-1}; x_t],  gates_t = b + [W_rh W_x] z_t,  (h_t, c_t) = LSTM(gates_t, c_{t-1}),
  *   xi_t = W_xi h_t + b_xi,
  * and the backward writes dLoss/dgates_t and dLoss/dxi_t per step; the weight gradients, sums over
  * batch and time, are matmuls in sequence.py. Link matrices: the forward updates one element's L in
@@ -816,15 +816,16 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
 
 /* what the sequence functions take beyond dnc_buffers (mirrored by cpu_kernel.Sequence) */
 typedef struct {
-    long T, K, train;     /* steps, checkpoint interval, 1 when a backward will follow */
-    const float *xp;      /* (T, B, 4H)     W_x x_t + b */
+    long T, K, train, D;  /* steps, checkpoint interval, 1 when a backward will follow, inputs */
+    const float *x;       /* (T, B, D)      x_t, time-major */
+    const float *b_x;     /* (4H)           b, the gates' bias */
     const float *w_rh;    /* (4H, RW + H)   W_rh */
-    const float *w_rh_t;  /* (RW + H, 4H)   W_rh transposed */
+    const float *w_rh_t;  /* (RW + H + D, 4H) [W_rh W_x] transposed */
     const float *w_xi;    /* (S, H)         W_xi */
     const float *w_xi_t;  /* (H, S)         W_xi transposed */
     const float *b_xi;    /* (S)            b_xi */
     const float *h0;      /* (B, H)         h_0 */
-    float *z;             /* (TS, B, RW + H) controller inputs [r_{t-1}; h_{t-1}] */
+    float *z;             /* (TS, B, RW + H + D) controller inputs [r_{t-1}; h_{t-1}; x_t] */
     const float *link0;   /* (B, N, N)      L_0; NULL: all zeros */
     float *ckpt;          /* ((T - 1) / K, B, N, N) L_{cK}, c = 1 .. (T - 1) / K (training only) */
     float *link_last;     /* (B, N, N)      L_T */
@@ -944,7 +945,7 @@ static inline void prefetch_floats(const void *p, long n, int write) {
 }
 
 int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
-    const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H;
+    const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H + q->D;
     const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
     /* two elements in lockstep (one when B is odd, at the end): their controller products share each
      * weight row's load; each runs its own memory step with its own link buffer */
@@ -980,7 +981,8 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
                 zt[e] = AT(q->z, k, b, Z); ht[e] = AT(s->h, t, b, H); xit[e] = AT(s->xi, k, b, S);
                 memcpy(zt[e], AT(s->reads, t, b, RW), sizeof(float) * RW);
                 memcpy(zt[e] + RW, t ? AT(s->h, t - 1, b, H) : q->h0 + b * H, sizeof(float) * H);
-                memcpy(gates + e * G, AT(q->xp, t, b, G), sizeof(float) * G);
+                memcpy(zt[e] + RW + H, AT(q->x, t, b, q->D), sizeof(float) * q->D);
+                memcpy(gates + e * G, q->b_x, sizeof(float) * G);
             }
             if (P == 2) axpy_rows2(q->w_rh_t, zt[0], zt[1], Z, G, gates, gates + G);
             else axpy_rows(q->w_rh_t, zt[0], Z, G, gates);
@@ -994,7 +996,6 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
             if (t + 1 < T && q->train) /* step t + 1's records, while step t runs (in evaluation they are in cache) */
                 for (long e = 0; e < P; ++e) {
                     const long b = b0 + e;
-                    prefetch(AT(q->xp, t + 1, b, G), G, 0);
                     prefetch(AT(s->act, t + 1, b, G), G, 1);
                     prefetch(AT(s->xi, t + 1, b, S), S, 1);
                     prefetch(AT(s->wr, t + 2, b, R * N), R * N, 1);

@@ -7,8 +7,8 @@ backpropagation through time by hand, both in one C call each (``kernel.c``), on
 at a time through every step:
 
 forward, per element, per step t
-    z_t = [r_{t−1}; h_{t−1}]                 (kept for the weight gradient)
-    gates_t = (W_x x_t + b) + W_rh z_t        W_x x_t + b for all steps in one matmul first
+    z_t = [r_{t−1}; h_{t−1}; x_t]            (kept for the weight gradient)
+    gates_t = b + [W_rh W_x] z_t              one product: W_x x_t rides along with W_rh z_t
     h_t, c_t = LSTM(gates_t, c_{t−1})
     ξ_t = W_ξ h_t + b_ξ
     memory step
@@ -16,9 +16,11 @@ backward, per element, per step t = T−1 … 0
     ∂ξ_t, ∂(memory state)_{t−1}               the exact gradient of the memory step
     ∂h_t = ∂h (from z_{t+1}) + ∂y-side + W_ξᵀ ∂ξ_t
     ∂gates_t, ∂c_{t−1}                        the LSTM cell's gradient
-    ∂z_t = W_rhᵀ ∂gates_t  →  ∂r_{t−1}, ∂h_{t−1}
-then the weight gradients in four matmuls over all elements and steps at once:
-    ∂W_rh = Σ_t ∂gates_tᵀ z_t,   ∂W_ξ = Σ_t ∂ξ_tᵀ h_t,   ∂b_ξ = Σ_t ∂ξ_t,   ∂W_x = Σ_t ∂gates_tᵀ x_t,   ∂b = Σ_t ∂gates_t.
+    [∂r_{t−1}; ∂h_{t−1}] = W_rhᵀ ∂gates_t
+then the weight gradients in two matmuls over all elements and steps at once:
+    [∂W_rh ∂W_x] = Σ_t ∂gates_tᵀ z_t,   ∂W_ξ = Σ_t ∂ξ_tᵀ h_t,   ∂b = Σ_t ∂gates_t,   ∂b_ξ = Σ_t ∂ξ_t.
+(W_x x_t + b as a matmul over all steps before the loop, as the NTM does, took 0.2 ms at lengths
+1-20 and a 1 MB buffer written and read back; inside the step it is 9 more rows of the product.)
 
 Why per element: the batch elements are independent until those sums, and the step is bound by
 where its link matrices live. Step by step over the batch, the batch's 2 MB of link matrices went
@@ -33,7 +35,8 @@ for one extra in-cache pass per step. (The forward runs two elements in lockstep
 controller products share each weight row's load; see ``kernel.c``.)
 
 Buffers: everything but the outputs (the per-step records, checkpoints, transposed weights,
-dLoss/dξ and dLoss/dgates) is a view of one pooled arena (:class:`models.arena.ArenaPool`), reused once the graph that leased it is gone.
+dLoss/dξ and dLoss/dgates) is a view of one pooled arena (:class:`models.arena.ArenaPool`), reused
+once the graph that leased it is gone.
 
 The equations are those of ``model.py`` / ``memory.py``; ``tests/test_dnc.py`` checks outputs and
 all gradients against a float64 reference loop and the autograd implementation. Buffers are
@@ -50,7 +53,6 @@ from typing import Any
 import torch
 
 from memtasks.models.arena import ArenaPool
-from memtasks.models.base import input_projection, input_projection_backward
 from memtasks.models.dnc import cpu_kernel
 
 CHECKPOINT = 4  # keep every 4th link matrix: one element's segment of 4 (256 KB at N = 128) stays in L2
@@ -92,7 +94,7 @@ class KernelSequence(torch.autograd.Function):
         w_read0: torch.Tensor,
         reads0: torch.Tensor,
     ) -> Any:
-        B, T, _ = x.shape  # T >= 1
+        B, T, D = x.shape  # T >= 1
         G = w_x.shape[0]
         H = h0.shape[1]
         _, R, N = w_read0.shape
@@ -107,15 +109,15 @@ class KernelSequence(torch.autograd.Function):
         n_ckpt = max((T - 1) // CHECKPOINT, 1) if train else 1
         SV = cpu_kernel.saved_size(lib, N, R)
         shapes = (
-            (T, B, G), (TS, B, RW + H), (TS, B, G), (TS, B, S), (TS, B, SV), (TS, B, N), (TT, B, H),
+            (T, B, D), (TS, B, RW + H + D), (TS, B, G), (TS, B, S), (TS, B, SV), (TS, B, N), (TT, B, H),
             (TT, B, W, N), (TT, B, N), (TT, B, N), (TT, B, N), (TT, B, R, N), (n_ckpt, B, N, N),
-            (RW + H, G), (H, S), (T if train else 0, B, S), (T if train else 0, B, G),
+            (RW + H + D, G), (H, S), (T if train else 0, B, S), (T if train else 0, B, G),
         )  # fmt: skip
         lease = POOL.lease(shapes)
-        (xp, z, acts, xis, saved, orders, cs, mems, usages, precs, w_writes, w_reads, checkpoints, w_rh_t, w_xi_t,
+        (xs, z, acts, xis, saved, orders, cs, mems, usages, precs, w_writes, w_reads, checkpoints, w_rh_t, w_xi_t,
          g_xis, g_gates) = lease.views  # fmt: skip
         orders = orders.view(torch.int32)  # allocation orders phi_t (int32, the size of a float)
-        x_flat = input_projection(x, w_x, b_x, out=xp)[1]  # xp: (T, B, 4H), x_flat: (T·B, d_in)
+        xs.copy_(x.transpose(0, 1))  # time-major: the kernel appends x_t to z_t, W_x to W_rh
         hs = new(T, B, H)  # outputs: every step
         reads = new(T + 1, B, R, W)
         cs[0] = c0
@@ -124,10 +126,11 @@ class KernelSequence(torch.autograd.Function):
         # L_t for t = CHECKPOINT, 2 CHECKPOINT, ... < T (the backward recomputes the others), and L_T
         link0 = None if link0 is None else link0.contiguous()
         link_last = x.new_empty(B, N, N)
-        w_rh_t.copy_(w_rh.t())
+        w_rh_t[: RW + H].copy_(w_rh.t())  # [W_rh W_x] transposed
+        w_rh_t[RW + H :].copy_(w_x.t())
         w_xi_t.copy_(w_xi.t())
         weights = (w_rh.contiguous(), w_rh_t, w_xi.contiguous(), w_xi_t)
-        b_xi, h0 = b_xi.contiguous(), h0.contiguous()
+        b_x, b_xi, h0 = b_x.contiguous(), b_xi.contiguous(), h0.contiguous()
 
         buf = cpu_kernel.Buffers(
             B=B, N=N, W=W, R=R, H=H, xi=xis.data_ptr(), sv=saved.data_ptr(), order=orders.data_ptr(),
@@ -135,14 +138,14 @@ class KernelSequence(torch.autograd.Function):
             prec=precs.data_ptr(), ww=w_writes.data_ptr(), wr=w_reads.data_ptr(), reads=reads.data_ptr(),
         )  # fmt: skip
         seq = cpu_kernel.Sequence(
-            T=T, K=CHECKPOINT, train=int(train), xp=xp.data_ptr(), w_rh=weights[0].data_ptr(),
+            T=T, K=CHECKPOINT, train=int(train), D=D, x=xs.data_ptr(), b_x=b_x.data_ptr(), w_rh=weights[0].data_ptr(),
             w_rh_t=weights[1].data_ptr(), w_xi=weights[2].data_ptr(), w_xi_t=weights[3].data_ptr(),
             b_xi=b_xi.data_ptr(), h0=h0.data_ptr(), z=z.data_ptr(), link0=_ptr(link0),
             ckpt=checkpoints.data_ptr(), link_last=link_last.data_ptr(),
         )  # fmt: skip
         lib.dnc_sequence_forward(buf, seq)
 
-        # buf and seq point into ctx.buffers, hs and link0, all kept below; seq's xp, b_xi and h0 and its
+        # buf and seq point into ctx.buffers, hs and link0, all kept below; seq's x, b_x, b_xi and h0 and its
         # link_last are not read by the backward
         ctx.lib, ctx.buf, ctx.seq = lib, buf, seq
         ctx.set_materialize_grads(False)
@@ -151,7 +154,7 @@ class KernelSequence(torch.autograd.Function):
         # (output -> grad_fn -> ctx -> output) that keeps every buffer alive until the garbage collector runs
         ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, checkpoints, weights)
         ctx.g_xis, ctx.g_gates, ctx.lease = g_xis, g_gates, lease  # the lease keeps the arena until ctx goes
-        ctx.save_for_backward(x_flat, w_x, w_rh, w_xi, link0, hs)  # inputs and outputs: autograd checks their versions
+        ctx.save_for_backward(w_x, w_rh, w_xi, link0, hs)  # inputs and outputs: autograd checks their versions
         last = T if train else T % 2
         final = (
             hs[T - 1].clone(),
@@ -170,7 +173,7 @@ class KernelSequence(torch.autograd.Function):
     def backward(ctx: Any, g_hs: Any, g_rs: Any, *g_final: Any) -> Any:  # type: ignore[override]
         B, T, H, N, W, R, S = ctx.dims
         z = ctx.buffers[0]
-        x_flat, w_x, _, _, _, hs = ctx.saved_tensors  # unpacked for autograd's version check
+        w_x, _, _, _, hs = ctx.saved_tensors  # unpacked for autograd's version check
         new = hs.new_empty
         g_h, g_c, g_mem, g_use, g_link, g_prec, g_ww, g_wr, g_r = (
             None if g is None else g.contiguous() for g in g_final
@@ -193,10 +196,13 @@ class KernelSequence(torch.autograd.Function):
         ctx.lib.dnc_sequence_backward(ctx.buf, ctx.seq, grads)
         flat_gates = g_gates.view(T * B, 4 * H)
         flat_xis = g_xis.view(T * B, S)
-        g_w_rh = flat_gates.t().mm(z.view(T * B, -1))
+        g_w_rhx = flat_gates.t().mm(z.view(T * B, -1))  # [dW_rh dW_x], z_t = [r_{t-1}; h_{t-1}; x_t]
+        Z = R * W + H
+        g_w_rh, g_w_x = g_w_rhx[:, :Z], g_w_rhx[:, Z:]
+        g_b_x = flat_gates.sum(0)
+        g_x = flat_gates.mm(w_x).view(T, B, -1).transpose(0, 1) if ctx.needs_input_grad[1] else None
         g_w_xi = flat_xis.t().mm(hs.view(T * B, H))
         g_b_xi = flat_xis.sum(0)
-        g_x, g_w_x, g_b_x = input_projection_backward(x_flat, w_x, g_gates, B, ctx.needs_input_grad[1])
         return (
             None,
             g_x,

@@ -15,13 +15,12 @@ from typing import Any
 
 import torch
 
-from memtasks.models.base import input_projection, input_projection_backward
 from memtasks.models.ntm import memory as mem
 from memtasks.models.ntm import vjp
 from memtasks.models.ntm.controller import feedforward_coefficients, lstm_cell_backward, lstm_coefficients
 from memtasks.models.ntm.kernel_sequence import kernel_backward, kernel_forward
 from memtasks.models.ntm.memory import COSINE_EPS, SHARPEN_EPS
-from memtasks.models.ntm.sequence import Dims, LoopOut, Saved, run_forward, start_of_backward, taps
+from memtasks.models.ntm.sequence import Dims, LoopOut, Saved, input_projection, run_forward, start_of_backward, taps
 
 
 def _precompute(dims: Dims, saved: Saved, zs: torch.Tensor) -> dict[str, list[torch.Tensor]]:
@@ -210,7 +209,13 @@ class NTMLoop(torch.autograd.Function):
         else:
             g = kernel_backward(ctx.lib, ctx.dims, ctx.saved, LoopOut(*grads), w_z, w_p)
         g_xp, g_z0, g_c0, g_mem0, g_w0, g_w_z, g_w_p, g_b_p = g
-        g_x, g_w_x, g_b = input_projection_backward(x_flat, w_x, g_xp.contiguous(), ctx.x_shape[0], ctx.needs_input_grad[2])
-        ctx.saved = None  # after the last read of g_xp: on the kernel path it is a view of the forward's pooled arena
+        flat_g = g_xp.flatten(0, 1)  # (T·B, G)
+        g_w_x = x_flat.t().mm(flat_g).t()
+        g_b = flat_g.sum(0)
+        g_x = None
+        if ctx.needs_input_grad[2]:
+            b, steps = ctx.x_shape[0], ctx.x_shape[1]
+            g_x = flat_g.mm(w_x).view(steps, b, -1).transpose(0, 1)
+        ctx.saved = None  # after the last read of g_xp: on the kernel path a view of the forward's pooled arena
         g_c0 = g_c0 if ctx.dims.lstm else None
         return None, None, g_x, g_w_x, g_b, g_z0, g_c0, g_mem0, g_w0, g_w_z, g_w_p, g_b_p

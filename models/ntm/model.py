@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from memtasks.core.config import check_choice, check_float, check_int
-from memtasks.models.base import MemoryModel, check_forget_bias, check_state_shapes, input_projection, register_model
+from memtasks.models.base import MemoryModel, check_forget_bias, check_state_shapes, register_model
 from memtasks.models.ntm import cpu_kernel
 from memtasks.models.ntm.bptt import NTMLoop
 from memtasks.models.ntm.kernel_sequence import kernel_forward
-from memtasks.models.ntm.sequence import Dims, run_forward
+from memtasks.models.ntm.sequence import Dims, input_projection, run_forward
 
 
 @dataclass(frozen=True)

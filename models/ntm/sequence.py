@@ -222,3 +222,9 @@ def start_of_backward(dims: Dims, zs: torch.Tensor, grads: LoopOut) -> tuple[tor
         g_z[:, n_h:] += grads.r.flatten(1)
     g_c = grads.c if grads.c is not None or not dims.lstm else zs.new_zeros(b, n_h)
     return g_zs, g_z, g_c
+
+
+def input_projection(x: torch.Tensor, w_x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W_x x_t + b`` for all steps as one product: ``x`` ``(B, T, d_in)`` -> ``(T, B, G)``, and ``x`` as ``(T·B, d_in)``."""
+    flat = x.transpose(0, 1).reshape(-1, x.shape[-1])
+    return torch.addmm(bias, flat, w_x.t()).view(x.shape[1], x.shape[0], -1), flat

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import memtasks
 import memtasks.models as models
 from memtasks.models.dnc import cpu_kernel
+from memtasks.models.dnc.sequence import CHECKPOINT
 from memtasks.models.dnc import memory as mem
 from memtasks.models.dnc.interface import interface_size, split_interface
 from memtasks.models.dnc.model import DNCState
@@ -443,9 +444,10 @@ def test_kernel_matches_torch_path_over_many_steps():
     """Longer than a checkpoint segment of the kernel path (sequence.CHECKPOINT), at the default sizes' shape ratios."""
     fast, slow = kernel_and_torch(1, hidden_size=32, memory_slots=32, memory_width=8)
     g = gen(7)
-    x = torch.randn(4, 11, 9, generator=g)
+    steps = CHECKPOINT + 3
+    x = torch.randn(4, steps, 9, generator=g)
     state = random_state(fast, 4, g)
-    weights = [torch.randn(t.shape, generator=g) for t in (torch.empty(4, 11, 8), *state)]
+    weights = [torch.randn(t.shape, generator=g) for t in (torch.empty(4, steps, 8), *state)]
     a = run_with_grads(model_forward, fast, x, state, weights)
     b = run_with_grads(model_forward, slow, x, state, weights)
     for what, got, want in zip(("outputs", "parameter gradients", "state gradients"), a, b):
@@ -473,7 +475,7 @@ def test_kernel_backward_twice_and_partial_state_gradients():
 
 
 @needs_kernel
-@pytest.mark.parametrize("steps", [1, 3, 4, 5, 8, 9])
+@pytest.mark.parametrize("steps", [1, CHECKPOINT - 1, CHECKPOINT, CHECKPOINT + 1, 2 * CHECKPOINT, 2 * CHECKPOINT + 1])
 def test_kernel_matches_torch_path_at_every_checkpoint_phase(steps):
     """Sequence lengths below, at and past multiples of sequence.CHECKPOINT (the segments the backward
     recomputes). From a random state with well-separated usages: from the all-zero state, whose usages
@@ -515,12 +517,12 @@ def test_kernel_batch_elements_are_independent():
     """The forward runs the batch two elements in lockstep (the last alone when the batch is odd): every
     element's state is the same, bit for bit, in a batch of one and in a batch of seven (first or second
     of a pair, or the odd one), and so are its state gradients. Hidden size 17 gives the controller's
-    matrix-vector products row counts that are not multiples of their blocks of 8 and 4 rows; seven
-    steps cross a checkpoint of the link matrices and memories."""
+    matrix-vector products row counts that are not multiples of their blocks of 8 and 4 rows; the
+    sequence crosses a checkpoint of the link matrices and memories."""
     torch.manual_seed(13)
     model = models.build_model("dnc", 9, 8, hidden_size=17, memory_slots=12, memory_width=4)
     g = gen(14)
-    x = torch.randn(7, 7, 9, generator=g)
+    x = torch.randn(7, CHECKPOINT + 3, 9, generator=g)
     state = random_state(model, 7, g)
     _, whole = model(x, state)
     link = state.link.clone().requires_grad_()

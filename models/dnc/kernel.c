@@ -38,7 +38,8 @@ typedef struct {
     float *act;    /* (TS, B, 4H)      activated LSTM gates */
     float *c;      /* (TT, B, H)       LSTM cell c_t */
     float *h;      /* (T, B, H)        LSTM output h_t, one slot per step */
-    float *mem;    /* (TT, B, W, N)    memory M_t, slot-minor */
+    float *mem;    /* (TT, B, W, N)    memory M_t, slot-minor; the sequence functions in training
+                    *                  write only t = 0 (the caller), multiples of K, and T */
     float *usage;  /* (TT, B, N)       u_t */
     float *prec;   /* (TT, B, N)       precedence p_t */
     float *ww;     /* (TT, B, N)       write weighting w^w_t */
@@ -804,7 +805,10 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
  * batch and time, are matmuls in sequence.py. Link matrices: the forward updates one element's L in
  * place in a cached buffer and copies L_t for t = cK (c >= 1, t < T) into ckpt with streaming stores
  * (writing the checkpoint itself fetched each line from memory first); the backward recomputes each
- * segment L_{cK+1..cK+K-1} from its checkpoint, per element, just before it needs it.
+ * segment L_{cK+1..cK+K-1} from its checkpoint, per element, just before it needs it. Memories the
+ * same way: a training forward keeps M_t in cache and writes its record only at t = cK and t = T; the
+ * backward recomputes M_{cK+1..cK+K-1} with the forward's own memory_write. The saved floats are written
+ * in cache and copied to their record with streaming stores; one _mm_sfence ends the forward.
  *
  * The forward runs two elements in lockstep (the last alone when B is odd): each step's controller
  * products load every weight row once for both (axpy_rows2), then each element runs its own memory

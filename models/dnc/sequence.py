@@ -28,11 +28,13 @@ through the shared cache (or DRAM) once a step each way; element by element, one
 matrix, its gradient and its recomputed segment (64 KB each at N = 128) and the controller's
 weights stay in the core's own cache for the whole sequence.
 
-Link matrices: the forward keeps only every ``CHECKPOINT``-th L_t (and the last) and updates one
-element's L in place in between; the backward recomputes each segment from its checkpoint, per
-element, just before it needs it. That stores a quarter of the 64 KB-per-element-step matrices
-for one extra in-cache pass per step. (The forward runs two elements in lockstep so that their
-controller products share each weight row's load; see ``kernel.c``.)
+Link matrices and memories: a training forward keeps only every ``CHECKPOINT``-th L_t and M_t (and
+the last) and updates one element's L and M in cache in between; the backward recomputes each segment
+from its checkpoints, per element, just before it needs it. That stores an eighth of the 64 KB
+(L) and 10 KB (M) per element and step for one extra in-cache pass per step: what the step waited for
+was memory traffic, not arithmetic. The other per-step records (saved floats, gates, weightings) are
+stored every step, the saved floats with streaming stores from a cached copy. (The forward runs two
+elements in lockstep so that their controller products share each weight row's load; see ``kernel.c``.)
 
 Buffers: everything but the outputs (the per-step records, checkpoints, transposed weights,
 dLoss/dξ and dLoss/dgates) is a view of one pooled arena (:class:`models.arena.ArenaPool`), reused
@@ -55,7 +57,10 @@ import torch
 from memtasks.models.arena import ArenaPool
 from memtasks.models.dnc import cpu_kernel
 
-CHECKPOINT = 4  # keep every 4th link matrix: one element's segment of 4 (256 KB at N = 128) stays in L2
+# keep every 8th link matrix and memory: one element's recomputed segment (7 x 74 KB at N = 128, W = 20)
+# stays in a 1 MiB L2 with the controller's weights. Against 4: 0.98x the training step at lengths 1-20
+# (fewer checkpoints to stream out and back for one more in-cache recomputation per segment).
+CHECKPOINT = 8
 
 # A forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the transposed
 # weights, dLoss/dxi and dLoss/dgates) are views of one arena of this pool (models/arena.py). A training

@@ -1006,7 +1006,7 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
                 }
             for (long e = 0; e < P; ++e) {
                 const long b = b0 + e;
-                float *Lout = t == T - 1 ? q->link_last + b * NN : cur + e * NN;
+                float *Lout = cur + e * NN; /* in cache; the checkpoints and L_T are copies of it */
                 const float *Min = q->train ? Mprev[e] : AT(s->mem, a, b, WN);
                 float *Mout = q->train ? mcur + (2 * e + t % 2) * WN : AT(s->mem, nx, b, WN);
                 /* the previous step's allocation order as the guess (in evaluation it is in the same slot) */
@@ -1018,6 +1018,7 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
                              s->order + (k * B + b) * N, hint, ws);
                 if (q->train && t < T - 1 && (t + 1) % K == 0)
                     stream_copy(q->ckpt + (((t + 1) / K - 1) * B + b) * NN, Lout, NN);
+                if (t == T - 1) stream_copy(q->link_last + b * NN, Lout, NN);
                 if (q->train && ((t + 1) % K == 0 || t == T - 1)) stream_copy(AT(s->mem, t + 1, b, WN), Mout, WN);
                 if (q->train) stream_copy(AT(s->sv, k, b, SV), svcur + e * SVA, SV);
                 Lprev[e] = Lout;

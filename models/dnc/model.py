@@ -145,12 +145,11 @@ class DNC(MemoryModel):
             else:
                 state = self._check_state(state, B)
                 link0 = state.link
-            hs, rs, *final = KernelSequence.apply(
+            y, *final = KernelSequence.apply(
                 lib, x, self.input_proj.weight, self.input_proj.bias, self.recurrent_weight, self.interface.weight,
-                self.interface.bias, *state[:4], link0, *state[5:],
-            )  # (T, B, H), (T, B, R, W), final state
-            y = self.readout(torch.cat([hs, rs.flatten(2)], dim=-1))  # (T, B, d_out)
-            return y.transpose(0, 1).contiguous(), DNCState(*final)
+                self.interface.bias, self.readout.weight, self.readout.bias, *state[:4], link0, *state[5:],
+            )  # (B, T, d_out), final state
+            return y, DNCState(*final)
         state = self._check_state(self.initial_state(B, x.device) if state is None else state, B)
         if T == 0:
             return x.new_zeros(B, 0, self.d_out), state

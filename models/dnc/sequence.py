@@ -70,13 +70,16 @@ POOL = ArenaPool()
 
 
 class KernelSequence(torch.autograd.Function):
-    """(x, W_x, b, W_rh, W_ξ, b_ξ, initial state) -> (h_1..T, r_1..T, final state).
+    """(x, W_x, b, W_rh, W_ξ, b_ξ, W_y, b_y, initial state) -> (y_1..T, final state).
 
     Inputs: ``x`` ``(B, T, d_in)``; ``w_x`` ``(4H, d_in)``; ``b_x`` ``(4H,)``; ``w_rh`` ``(4H, R·W + H)``;
-    ``w_xi`` ``(S, H)``; ``b_xi`` ``(S,)``; the state as in :class:`models.dnc.model.DNCState` (memory
-    ``(B, N, W)``), except that ``link0`` may be None: all zeros (the initial state; the kernels start
-    each element from zeros instead of reading a 2 MB zero tensor).
-    Outputs: ``hs`` ``(T, B, H)``, ``rs`` ``(T, B, R, W)`` and the nine final state tensors.
+    ``w_xi`` ``(S, H)``; ``b_xi`` ``(S,)``; the readout ``w_y`` ``(d_out, H + R·W)``, ``b_y`` ``(d_out,)``;
+    the state as in :class:`models.dnc.model.DNCState` (memory ``(B, N, W)``), except that ``link0``
+    may be None: all zeros (the initial state; the kernels start each element from zeros instead of
+    reading a 2 MB zero tensor).
+    Outputs: ``y`` ``(B, T, d_out)``, y_t = W_y [h_t; r_t] + b_y, and the nine final state tensors.
+    (The readout is here, not a ``Linear`` after the function, so that h_t and r_t stay in the arena:
+    no concatenation forward, no copies of their gradients backward.)
     """
 
     @staticmethod
@@ -89,6 +92,8 @@ class KernelSequence(torch.autograd.Function):
         w_rh: torch.Tensor,
         w_xi: torch.Tensor,
         b_xi: torch.Tensor,
+        w_y: torch.Tensor,
+        b_y: torch.Tensor,
         h0: torch.Tensor,
         c0: torch.Tensor,
         memory0: torch.Tensor,
@@ -116,15 +121,13 @@ class KernelSequence(torch.autograd.Function):
         shapes = (
             (T, B, D), (TS, B, RW + H + D), (TS, B, G), (TS, B, S), (TS, B, SV), (TS, B, N), (TT, B, H),
             (TT, B, W, N), (TT, B, N), (TT, B, N), (TT, B, N), (TT, B, R, N), (n_ckpt, B, N, N),
-            (RW + H + D, G), (H, S), (T if train else 0, B, S), (T if train else 0, B, G),
+            (RW + H + D, G), (H, S), (T if train else 0, B, S), (T if train else 0, B, G), (T, B, H), (T + 1, B, R, W),
         )  # fmt: skip
         lease = POOL.lease(shapes)
         (xs, z, acts, xis, saved, orders, cs, mems, usages, precs, w_writes, w_reads, checkpoints, w_rh_t, w_xi_t,
-         g_xis, g_gates) = lease.views  # fmt: skip
+         g_xis, g_gates, hs, reads) = lease.views  # fmt: skip
         orders = orders.view(torch.int32)  # allocation orders phi_t (int32, the size of a float)
         xs.copy_(x.transpose(0, 1))  # time-major: the kernel appends x_t to z_t, W_x to W_rh
-        hs = new(T, B, H)  # outputs: every step
-        reads = new(T + 1, B, R, W)
         cs[0] = c0
         mems[0] = memory0.transpose(1, 2)
         usages[0], precs[0], w_writes[0], w_reads[0], reads[0] = usage0, precedence0, w_write0, w_read0, reads0
@@ -155,11 +158,14 @@ class KernelSequence(torch.autograd.Function):
         ctx.lib, ctx.buf, ctx.seq = lib, buf, seq
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)
+        # the readout over every step: y = [hs rs] W_yᵀ + b_y, time-major, as two products (no concatenation)
+        hs_flat, rs_flat = hs.view(T * B, H), reads[1:].view(T * B, RW)
+        y = torch.addmm(b_y, hs_flat, w_y[:, :H].t()).addmm_(rs_flat, w_y[:, H:].t())
         # L_T is an output and the backward never reads it: holding it here would make a reference cycle
         # (output -> grad_fn -> ctx -> output) that keeps every buffer alive until the garbage collector runs
-        ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, checkpoints, weights)
+        ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, checkpoints, weights, hs, reads)
         ctx.g_xis, ctx.g_gates, ctx.lease = g_xis, g_gates, lease  # the lease keeps the arena until ctx goes
-        ctx.save_for_backward(w_x, w_rh, w_xi, link0, hs)  # inputs and outputs: autograd checks their versions
+        ctx.save_for_backward(w_x, w_rh, w_xi, w_y, link0)  # inputs: autograd checks their versions
         last = T if train else T % 2
         final = (
             hs[T - 1].clone(),
@@ -172,25 +178,30 @@ class KernelSequence(torch.autograd.Function):
             w_reads[last].clone(),
             reads[T].clone(),
         )
-        return (hs, reads[1:], *final)
+        return (y.view(T, B, -1).transpose(0, 1).contiguous(), *final)
 
     @staticmethod
-    def backward(ctx: Any, g_hs: Any, g_rs: Any, *g_final: Any) -> Any:  # type: ignore[override]
+    def backward(ctx: Any, g_y: Any, *g_final: Any) -> Any:  # type: ignore[override]
         B, T, H, N, W, R, S = ctx.dims
-        z = ctx.buffers[0]
-        w_x, _, _, _, hs = ctx.saved_tensors  # unpacked for autograd's version check
+        z, hs, reads = ctx.buffers[0], ctx.buffers[-2], ctx.buffers[-1]
+        w_x, _, _, w_y, _ = ctx.saved_tensors  # unpacked for autograd's version check
         new = hs.new_empty
+        hs_flat, rs_flat = hs.view(T * B, H), reads[1:].reshape(T * B, R * W)
+        g_hs = g_rs = g_w_y = g_b_y = None
+        if g_y is not None:  # the readout's gradient: dh_t, dr_t from the outputs, dW_y, db_y
+            g_y = g_y.transpose(0, 1).reshape(T * B, -1)  # time-major, like hs and rs
+            g_hs, g_rs = g_y.mm(w_y[:, :H]), g_y.mm(w_y[:, H:])
+            g_w_y = torch.cat([g_y.t().mm(hs_flat), g_y.t().mm(rs_flat)], dim=1)
+            g_b_y = g_y.sum(0)
         g_h, g_c, g_mem, g_use, g_link, g_prec, g_ww, g_wr, g_r = (
             None if g is None else g.contiguous() for g in g_final
         )
         if g_mem is not None:
             g_mem = g_mem.transpose(1, 2).contiguous()  # slot-minor, as the kernel keeps it
-        g_hs = None if g_hs is None else g_hs.contiguous()
-        g_rs = None if g_rs is None else g_rs.contiguous()
         g_xis, g_gates = ctx.g_xis, ctx.g_gates  # dLoss/dxi_t and dgates_t into the arena: only read here
         g_h0, g_c0, g_r0 = new(B, H), new(B, H), new(B, R, W)
         g_mem0, g_use0, g_prec0, g_ww0, g_wr0 = new(B, W, N), new(B, N), new(B, N), new(B, N), new(B, R, N)
-        g_link0 = new(B, N, N) if ctx.needs_input_grad[11] else None
+        g_link0 = new(B, N, N) if ctx.needs_input_grad[13] else None
         grad, ptr = cpu_kernel.StateGrad, _ptr
         grads = cpu_kernel.SequenceGrad(
             hs=ptr(g_hs), rs=ptr(g_rs), h=ptr(g_h), c=ptr(g_c), r=ptr(g_r),
@@ -207,7 +218,7 @@ class KernelSequence(torch.autograd.Function):
         g_w_rh, g_w_x = g_w_rhx[:, :Z], g_w_rhx[:, Z:]
         g_b_x = flat_gates.sum(0)
         g_x = flat_gates.mm(w_x).view(T, B, -1).transpose(0, 1) if ctx.needs_input_grad[1] else None
-        g_w_xi = flat_xis.t().mm(hs.view(T * B, H))
+        g_w_xi = flat_xis.t().mm(hs_flat)
         g_b_xi = flat_xis.sum(0)
         return (
             None,
@@ -217,6 +228,8 @@ class KernelSequence(torch.autograd.Function):
             g_w_rh,
             g_w_xi,
             g_b_xi,
+            g_w_y,
+            g_b_y,
             g_h0,
             g_c0,
             g_mem0.transpose(1, 2),

@@ -97,7 +97,7 @@ class NTM(MemoryModel):
     # where RMSProp 1e-3 took 26k and RMSProp 3e-4 (batch 16) had not at 40k (docs/performance.md,
     # "Time to solve"); the `paper` preset keeps the paper's settings.
     optimizer_defaults = {"optimizer": "adam", "lr": 3e-3, "momentum": 0.0, "clip_value": 10.0}
-    relative_cost = 3.5  # per step, against an LSTM of the same size (bench models, lengths 1-20: 0.29-0.37x lstm)
+    relative_cost = 3.5  # per step, against an LSTM of the same size (bench models, lengths 1-20: 0.26-0.36x lstm)
 
     config: NTMConfig
 

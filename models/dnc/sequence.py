@@ -111,7 +111,6 @@ class KernelSequence(torch.autograd.Function):
         W = reads0.shape[2]
         S = w_xi.shape[0]
         RW = R * W
-        new = x.new_empty
         # without a backward to come (evaluation), per-step buffers hold one step and state buffers two
         train = any(ctx.needs_input_grad)
         TS, TT = (T, T + 1) if train else (1, 2)
@@ -153,8 +152,8 @@ class KernelSequence(torch.autograd.Function):
         )  # fmt: skip
         lib.dnc_sequence_forward(buf, seq)
 
-        # buf and seq point into ctx.buffers, hs and link0, all kept below; seq's x, b_x, b_xi and h0 and its
-        # link_last are not read by the backward
+        # buf and seq point into ctx.buffers (the arena's views) and link0, all kept below; seq's x, b_x,
+        # b_xi and h0 and its link_last are not read by the backward
         ctx.lib, ctx.buf, ctx.seq = lib, buf, seq
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)

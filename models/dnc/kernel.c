@@ -23,6 +23,34 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+/* 256-bit vectors where the compiler vectorizes (it chose 512 on AVX-512 machines): on the 2-core AMD
+ * machines the training step took 0.96-0.98x the time (docs/performance.md, issue 16's fourth round) */
+#pragma GCC target("prefer-vector-width=256")
+#endif
+
+/* Eight floats as one value (GCC/Clang vector extensions: one AVX register where there is one, two SSE
+ * registers or scalar code elsewhere). The link matrices' loops are written with them: their four-row
+ * blocks keep sixteen broadcast scalars and eight partial sums in registers and sum each partial sum
+ * once a block (hsum8), where `omp simd` reductions spilled and summed lane by lane. For N % 8 == 0. */
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4))); /* unaligned loads and stores */
+typedef int v8i __attribute__((vector_size(32)));
+static inline v8 ld8(const float *p) { return *(const v8u *)p; }
+static inline void st8(float *p, v8 v) { *(v8u *)p = v; }
+static inline v8 bc8(float x) { return x - (v8){0}; }
+static inline float hsum8(v8 v) { /* ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)) */
+#if defined(__clang__)
+    v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+    v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+#else
+    v = v + __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
+    v = v + __builtin_shuffle(v, (v8i){2, 3, 0, 1, 6, 7, 4, 5});
+    v = v + __builtin_shuffle(v, (v8i){1, 0, 3, 2, 5, 4, 7, 6});
+#endif
+    return v[0];
+}
 
 #define EPS 1e-6f
 
@@ -241,6 +269,32 @@ static void link_forward_1(const float *Lb, const float *w, const float *p, cons
                            float *fw, float *bk) {
     memset(bk, 0, sizeof(float) * N);
     long i = 0;
+    if (N % 8 == 0)
+        for (; i < N; i += 4) { /* the same sums in eight-float vectors */
+            const float *L = Lb + i * N;
+            float *Oi = O + i * N;
+            const v8 w0 = bc8(w[i]), w1 = bc8(w[i + 1]), w2 = bc8(w[i + 2]), w3 = bc8(w[i + 3]);
+            const v8 a0 = 1.0f - w0, a1 = 1.0f - w1, a2 = 1.0f - w2, a3 = 1.0f - w3;
+            const v8 r0 = bc8(r[i]), r1 = bc8(r[i + 1]), r2 = bc8(r[i + 2]), r3 = bc8(r[i + 3]);
+            v8 f0 = bc8(0.0f), f1 = f0, f2 = f0, f3 = f0;
+            for (long j = 0; j < N; j += 8) {
+                const v8 wj = ld8(w + j), pj = ld8(p + j), rj = ld8(r + j);
+                const v8 o0 = (a0 - wj) * ld8(L + j) + w0 * pj;
+                const v8 o1 = (a1 - wj) * ld8(L + N + j) + w1 * pj;
+                const v8 o2 = (a2 - wj) * ld8(L + 2 * N + j) + w2 * pj;
+                const v8 o3 = (a3 - wj) * ld8(L + 3 * N + j) + w3 * pj;
+                st8(Oi + j, o0); st8(Oi + N + j, o1); st8(Oi + 2 * N + j, o2); st8(Oi + 3 * N + j, o3);
+                f0 += o0 * rj; f1 += o1 * rj; f2 += o2 * rj; f3 += o3 * rj;
+                st8(bk + j, ld8(bk + j) + (r0 * o0 + r1 * o1 + r2 * o2 + r3 * o3));
+            }
+            fw[i] = hsum8(f0); fw[i + 1] = hsum8(f1); fw[i + 2] = hsum8(f2); fw[i + 3] = hsum8(f3);
+            for (long d = i; d < i + 4; ++d) { /* L_t[d,d] = 0 */
+                const float o = O[d * N + d];
+                O[d * N + d] = 0.0f;
+                fw[d] -= o * r[d];
+                bk[d] -= r[d] * o;
+            }
+        }
     for (; i + 4 <= N; i += 4) {
         const float *L0 = Lb + i * N, *L1 = L0 + N, *L2 = L1 + N, *L3 = L2 + N;
         float *O0 = O + i * N, *O1 = O0 + N, *O2 = O1 + N, *O3 = O2 + N;
@@ -357,9 +411,68 @@ static void link_backward(const float *gnew, const float *gf, const float *gb, c
 
 static const float zeros_row[4096];
 
+/* LINK_BWD_ROW in eight-float vectors; G (dLoss/dL_t) is read only when hasg */
+#define LINK_BWD_VROW(k)                                                                           \
+    const v8 g##k = (hasg ? ld8(G + (k) * N + j) : zero) + gf##k * rj + r##k * gbj;                \
+    const v8 l##k = ld8(L + (k) * N + j), d##k = a##k - wj;                                        \
+    const v8 n##k = d##k * l##k + w##k * pj;                                                       \
+    ar##k += gbj * n##k;                                                                           \
+    aw##k += g##k * (pj - l##k);
+
+/* link_backward_1's rows i .. i + 3 in eight-float vectors (N % 8 == 0); hasg, hasd: whether G (dLoss/dL_t)
+ * is read and D (dLoss/dL_{t-1}) written. Inlined with constant flags: one loop for each case. */
+static inline __attribute__((always_inline)) void link_backward_rows(int hasg, int hasd, const float *G,
+        const float *gf, const float *gb, const float *L, const float *w, const float *p, const float *r, long N,
+        long i, float *D, float *gw, float *gp, float *gr) {
+    const v8 zero = bc8(0.0f);
+    const v8 w0 = bc8(w[i]), w1 = bc8(w[i + 1]), w2 = bc8(w[i + 2]), w3 = bc8(w[i + 3]);
+    const v8 a0 = 1.0f - w0, a1 = 1.0f - w1, a2 = 1.0f - w2, a3 = 1.0f - w3;
+    const v8 r0 = bc8(r[i]), r1 = bc8(r[i + 1]), r2 = bc8(r[i + 2]), r3 = bc8(r[i + 3]);
+    const v8 gf0 = bc8(gf[i]), gf1 = bc8(gf[i + 1]), gf2 = bc8(gf[i + 2]), gf3 = bc8(gf[i + 3]);
+    v8 ar0 = zero, ar1 = zero, ar2 = zero, ar3 = zero, aw0 = zero, aw1 = zero, aw2 = zero, aw3 = zero;
+    float gd[4]; /* read before the loop: D may be G itself (updated in place) */
+    for (int k = 0; k < 4; ++k) gd[k] = hasg ? G[k * N + i + k] : 0.0f;
+    for (long j = 0; j < N; j += 8) {
+        const v8 wj = ld8(w + j), pj = ld8(p + j), rj = ld8(r + j), gbj = ld8(gb + j);
+        LINK_BWD_VROW(0) LINK_BWD_VROW(1) LINK_BWD_VROW(2) LINK_BWD_VROW(3)
+        st8(gr + j, ld8(gr + j) + (gf0 * n0 + gf1 * n1 + gf2 * n2 + gf3 * n3));
+        st8(gp + j, ld8(gp + j) + (w0 * g0 + w1 * g1 + w2 * g2 + w3 * g3));
+        st8(gw + j, ld8(gw + j) - (g0 * l0 + g1 * l1 + g2 * l2 + g3 * l3));
+        if (hasd) {
+            st8(D + j, g0 * d0); st8(D + N + j, g1 * d1); st8(D + 2 * N + j, g2 * d2); st8(D + 3 * N + j, g3 * d3);
+        }
+    }
+    float ar[4] = {hsum8(ar0), hsum8(ar1), hsum8(ar2), hsum8(ar3)};
+    float aw[4] = {hsum8(aw0), hsum8(aw1), hsum8(aw2), hsum8(aw3)};
+    for (int k = 0; k < 4; ++k) { /* what the loop added for the diagonal entry (i + k, i + k), taken back */
+        const long d = i + k;
+        const float wk = w[d], g = gd[k] + gf[d] * r[d] + r[d] * gb[d];
+        const float lv = L[k * N + d], nv = (1.0f - wk - wk) * lv + wk * p[d];
+        ar[k] -= gb[d] * nv;
+        aw[k] -= g * (p[d] - lv);
+        gr[d] -= gf[d] * nv;
+        gp[d] -= wk * g;
+        gw[d] += g * lv;
+        if (hasd) D[k * N + d] = 0.0f;
+    }
+    for (int k = 0; k < 4; ++k) {
+        gr[i + k] += ar[k];
+        gw[i + k] += aw[k];
+    }
+}
+
 static void link_backward_1(const float *gnew, const float *gf, const float *gb, const float *Lb, const float *w,
                             const float *p, const float *r, long N, float *gL, float *gw, float *gp, float *gr) {
     long i = 0;
+    if (N % 8 == 0)
+        for (; i < N; i += 4) {
+            const float *G = gnew ? gnew + i * N : 0, *L = Lb + i * N;
+            float *D = gL ? gL + i * N : 0;
+            if (gnew && gL) link_backward_rows(1, 1, G, gf, gb, L, w, p, r, N, i, D, gw, gp, gr);
+            else if (gL) link_backward_rows(0, 1, G, gf, gb, L, w, p, r, N, i, D, gw, gp, gr);
+            else if (gnew) link_backward_rows(1, 0, G, gf, gb, L, w, p, r, N, i, D, gw, gp, gr);
+            else link_backward_rows(0, 0, G, gf, gb, L, w, p, r, N, i, D, gw, gp, gr);
+        }
     if (N <= 4096) {
         for (; i + 4 <= N; i += 4) {
             const float *L0 = Lb + i * N, *L1 = L0 + N, *L2 = L1 + N, *L3 = L2 + N;

@@ -101,10 +101,17 @@ static inline float snorm(const float *x, long n) {
     return sqrtf(s + EPS);
 }
 
-/* out[n] = sum_k M[k][n] key[k]  (M is W x N) */
+/* out[n] = sum_k M[k][n] key[k]  (M is W x N); four rows of M a pass (out loaded and stored once for four) */
 static void slot_dots(const float *M, long N, long W, const float *key, float *out) {
     memset(out, 0, sizeof(float) * N);
-    for (long k = 0; k < W; ++k) {
+    long k = 0;
+    for (; k + 4 <= W; k += 4) {
+        const float k0 = key[k], k1 = key[k + 1], k2 = key[k + 2], k3 = key[k + 3];
+        const float *M0 = M + k * N, *M1 = M0 + N, *M2 = M1 + N, *M3 = M2 + N;
+        #pragma omp simd
+        for (long n = 0; n < N; ++n) out[n] += (M0[n] * k0 + M1[n] * k1) + (M2[n] * k2 + M3[n] * k3);
+    }
+    for (; k < W; ++k) {
         const float kk = key[k];
         const float *Mk = M + k * N;
         #pragma omp simd
@@ -112,10 +119,16 @@ static void slot_dots(const float *M, long N, long W, const float *key, float *o
     }
 }
 
-/* out[n] = |M[:, n]|_e */
+/* out[n] = |M[:, n]|_e; four rows of M a pass */
 static void slot_norms(const float *M, long N, long W, float *out) {
     memset(out, 0, sizeof(float) * N);
-    for (long k = 0; k < W; ++k) {
+    long k = 0;
+    for (; k + 4 <= W; k += 4) {
+        const float *M0 = M + k * N, *M1 = M0 + N, *M2 = M1 + N, *M3 = M2 + N;
+        #pragma omp simd
+        for (long n = 0; n < N; ++n) out[n] += (M0[n] * M0[n] + M1[n] * M1[n]) + (M2[n] * M2[n] + M3[n] * M3[n]);
+    }
+    for (; k < W; ++k) {
         const float *Mk = M + k * N;
         #pragma omp simd
         for (long n = 0; n < N; ++n) out[n] += Mk[n] * Mk[n];
@@ -620,7 +633,20 @@ static void step_forward(long B, long N, long W, long R, const float *xi, const 
             const float *bh = s.bk + h * N, *ch = s.cr + h * N, *fh = s.fw + h * N;
             #pragma omp simd
             for (long n = 0; n < N; ++n) wh[n] = p0 * bh[n] + p1 * ch[n] + p2 * fh[n];
-            for (long k = 0; k < W; ++k) {
+            long k = 0;
+            if (N % 8 == 0) /* four rows of M_t a pass, w^r_h loaded once for four */
+                for (; k + 4 <= W; k += 4) {
+                    const float *O = Mnb + k * N;
+                    v8 a0 = bc8(0.0f), a1 = a0, a2 = a0, a3 = a0;
+                    for (long n = 0; n < N; n += 8) {
+                        const v8 wn = ld8(wh + n);
+                        a0 += wn * ld8(O + n); a1 += wn * ld8(O + N + n);
+                        a2 += wn * ld8(O + 2 * N + n); a3 += wn * ld8(O + 3 * N + n);
+                    }
+                    rvb[h * W + k] = hsum8(a0); rvb[h * W + k + 1] = hsum8(a1);
+                    rvb[h * W + k + 2] = hsum8(a2); rvb[h * W + k + 3] = hsum8(a3);
+                }
+            for (; k < W; ++k) {
                 const float *Ok = Mnb + k * N;
                 float acc = 0.0f;
                 #pragma omp simd reduction(+ : acc)
@@ -668,7 +694,8 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
         for (long k = 0; k < W; ++k) e[k] = sigm(x[l.er + k]);
         memset(gx, 0, sizeof(float) * l.S);
 
-        copy_or_zero(gMa, gMn ? gMn + b * N * W : 0, N * W);
+        const float *gMnb = gMn ? gMn + b * N * W : 0;
+        if (!grv) copy_or_zero(gMa, gMnb, N * W); /* else the first head's pass below writes gMa */
         copy_or_zero(gwwa, gww ? gww + b * N : 0, N);
         copy_or_zero(gwra, gwr ? gwr + b * R * N : 0, R * N);
         copy_or_zero(gu1, gun ? gun + b * N : 0, N);
@@ -679,17 +706,33 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
         if (grv) {
             const float *g = grv + b * R * W;
             for (long h = 0; h < R; ++h) {
-                const float *wh = wrb + h * N;
+                const float *wh = wrb + h * N, *gh = g + h * W;
                 float *gwh = gwra + h * N;
+                /* dLoss/dM_t = dLoss/dM_t from later steps (gMn) + sum_h g_h w^r_h^T */
                 for (long k = 0; k < W; ++k) {
-                    const float gk = g[h * W + k];
-                    const float *Ok = Mnb + k * N;
+                    const float gk = gh[k];
+                    const float *src = h ? gMa + k * N : gMnb ? gMnb + k * N : 0;
                     float *gOk = gMa + k * N;
-                    #pragma omp simd
-                    for (long n = 0; n < N; ++n) {
-                        gwh[n] += gk * Ok[n];
-                        gOk[n] += gk * wh[n];
+                    if (src) {
+                        #pragma omp simd
+                        for (long n = 0; n < N; ++n) gOk[n] = src[n] + gk * wh[n];
+                    } else {
+                        #pragma omp simd
+                        for (long n = 0; n < N; ++n) gOk[n] = gk * wh[n];
                     }
+                }
+                /* dLoss/dw^r_h += M_t g_h, four rows of M_t a pass */
+                long k = 0;
+                for (; k + 4 <= W; k += 4) {
+                    const float g0 = gh[k], g1 = gh[k + 1], g2 = gh[k + 2], g3 = gh[k + 3];
+                    const float *O0 = Mnb + k * N, *O1 = O0 + N, *O2 = O1 + N, *O3 = O2 + N;
+                    #pragma omp simd
+                    for (long n = 0; n < N; ++n) gwh[n] += (g0 * O0[n] + g1 * O1[n]) + (g2 * O2[n] + g3 * O3[n]);
+                }
+                for (; k < W; ++k) {
+                    const float gk = gh[k], *Ok = Mnb + k * N;
+                    #pragma omp simd
+                    for (long n = 0; n < N; ++n) gwh[n] += gk * Ok[n];
                 }
             }
         }
@@ -737,8 +780,30 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
                 gwwa[n] += g[n] - dot;
             }
         }
-        /* memory write */
-        for (long k = 0; k < W; ++k) {
+        /* memory write, two rows a pass (dLoss/dw^w loaded and stored once for two) */
+        long k = 0;
+        for (; k + 2 <= W; k += 2) {
+            const float e0 = e[k], v0 = x[l.v + k], e1 = e[k + 1], v1 = x[l.v + k + 1];
+            const float *M0 = Mb + k * N, *M1 = M0 + N, *g0 = gMa + k * N, *g1 = g0 + N;
+            float *gM0 = gMb + k * N, *gM1 = gM0 + N;
+            float ge0 = 0.0f, gv0 = 0.0f, ge1 = 0.0f, gv1 = 0.0f;
+            #pragma omp simd reduction(+ : ge0, gv0, ge1, gv1)
+            for (long n = 0; n < N; ++n) {
+                const float a = g0[n], c = g1[n], wn = wwb[n];
+                gM0[n] = a * (1.0f - wn * e0);
+                gM1[n] = c * (1.0f - wn * e1);
+                gwwa[n] += a * (v0 - M0[n] * e0) + c * (v1 - M1[n] * e1);
+                ge0 -= a * wn * M0[n];
+                gv0 += a * wn;
+                ge1 -= c * wn * M1[n];
+                gv1 += c * wn;
+            }
+            gx[l.er + k] = ge0 * e0 * (1.0f - e0);
+            gx[l.v + k] = gv0;
+            gx[l.er + k + 1] = ge1 * e1 * (1.0f - e1);
+            gx[l.v + k + 1] = gv1;
+        }
+        for (; k < W; ++k) {
             const float ek = e[k], vk = x[l.v + k];
             const float *Mk = Mb + k * N, *gk = gMa + k * N;
             float *gMk = gMb + k * N;
@@ -772,13 +837,30 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
         gx[l.bw] = gbw * sigm(x[l.bw]);
         /* allocation: a[phi_j] = (1 - s_j) cp_j, cp_j = prod_{i<j} s_i; with Q_j = sum_{k>j} G_k prod_{j<i<k} s_i,
          * G_k = da[phi_k] (1 - s_k), ds_j = cp_j (Q_j - da[phi_j]): exact, and no division by a usage */
+        for (long j = 0; j < N; ++j) tmp[j] = row[phib[j]]; /* da in sorted order */
         float Q = 0.0f;
-        for (long j = N - 1; j >= 0; --j) {
-            const float gaj = row[phib[j]];
-            gu1[phib[j]] += s.cp[j] * (Q - gaj);
-            Q = gaj * (1.0f - s.srt[j]) + s.srt[j] * Q;
+        for (long j = N - 1; j >= 0; --j) { /* only Q's fma on the chain */
+            const float gaj = tmp[j];
+            tmp2[j] = s.cp[j] * (Q - gaj);
+            Q = s.srt[j] * Q + gaj * (1.0f - s.srt[j]);
         }
+        for (long j = 0; j < N; ++j) gu1[phib[j]] += tmp2[j];
         /* usage */
+        if (R == 1) { /* psi = q: the loops below in one */
+            const float f = sigm(x[l.fg]);
+            float gfh = 0.0f;
+            #pragma omp simd reduction(+ : gfh)
+            for (long n = 0; n < N; ++n) {
+                const float up = ub[n] + wwpb[n] - ub[n] * wwpb[n];
+                const float gup = gu1[n] * (1.0f - f * wrpb[n]), gq = gu1[n] * up;
+                gub[n] = gup * (1.0f - wwpb[n]);
+                gwwpb[n] = gup * (1.0f - ub[n]);
+                gfh -= gq * wrpb[n];
+                gwrpb[n] -= gq * f;
+            }
+            gx[l.fg] = gfh * f * (1.0f - f);
+            continue;
+        }
         for (long h = 0; h < R; ++h) {
             const float f = sigm(x[l.fg + h]);
             #pragma omp simd

@@ -36,3 +36,16 @@ def test_arena_views_are_aligned_apart_and_reused_only_when_free():
     assert big.views[0].shape == (10, 10)
     assert len(pool.entries) == 2 and all(entry[0] is arena for entry, arena in zip(pool.entries, arenas))
 
+
+
+def test_arena_keeps_its_views_per_list_of_shapes():
+    pool = ArenaPool(arenas=1)
+    first = pool.lease([(4, 5), (3,)])
+    views = first.views
+    del first
+    again = pool.lease([(4, 5), (3,)])
+    assert all(x is y for x, y in zip(again.views, views))  # made once, handed out again
+    del again
+    other = pool.lease([(3,), (4, 5)])  # the same arena, other shapes: their own views
+    assert [v.shape for v in other.views] == [(3,), (4, 5)]
+    assert other.views[0].data_ptr() == views[0].data_ptr()

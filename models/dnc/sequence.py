@@ -75,8 +75,9 @@ class KernelSequence(torch.autograd.Function):
     Inputs: ``x`` ``(B, T, d_in)``; ``w_x`` ``(4H, d_in)``; ``b_x`` ``(4H,)``; ``w_rh`` ``(4H, R·W + H)``;
     ``w_xi`` ``(S, H)``; ``b_xi`` ``(S,)``; the readout ``w_y`` ``(d_out, H + R·W)``, ``b_y`` ``(d_out,)``;
     the state as in :class:`models.dnc.model.DNCState` (memory ``(B, N, W)``), except that ``link0``
-    may be None: all zeros (the initial state; the kernels start each element from zeros instead of
-    reading a 2 MB zero tensor).
+    may be None: then the whole initial state is zero, and the other state tensors only give its shapes
+    (their buffers' first slots are zeroed, not copied; the kernels start each element's link matrix
+    from zeros instead of reading a 2 MB zero tensor).
     Outputs: ``y`` ``(B, T, d_out)``, y_t = W_y [h_t; r_t] + b_y, and the nine final state tensors.
     (The readout is here, not a ``Linear`` after the function, so that h_t and r_t stay in the arena:
     no concatenation forward, no copies of their gradients backward.)
@@ -127,9 +128,13 @@ class KernelSequence(torch.autograd.Function):
          g_xis, g_gates, hs, reads) = lease.views  # fmt: skip
         orders = orders.view(torch.int32)  # allocation orders phi_t (int32, the size of a float)
         xs.copy_(x.transpose(0, 1))  # time-major: the kernel appends x_t to z_t, W_x to W_rh
-        cs[0] = c0
-        mems[0] = memory0.transpose(1, 2)
-        usages[0], precs[0], w_writes[0], w_reads[0], reads[0] = usage0, precedence0, w_write0, w_read0, reads0
+        state0 = (cs[0], mems[0], usages[0], precs[0], w_writes[0], w_reads[0], reads[0])
+        if link0 is None:  # the zero state
+            for buf in state0:
+                buf.zero_()
+        else:
+            for buf, value in zip(state0, (c0, memory0.transpose(1, 2), usage0, precedence0, w_write0, w_read0, reads0)):
+                buf.copy_(value)
         # L_t for t = CHECKPOINT, 2 CHECKPOINT, ... < T (the backward recomputes the others), and L_T
         link0 = None if link0 is None else link0.contiguous()
         link_last = x.new_empty(B, N, N)
@@ -137,7 +142,8 @@ class KernelSequence(torch.autograd.Function):
         w_rh_t[RW + H :].copy_(w_x.t())
         w_xi_t.copy_(w_xi.t())
         weights = (w_rh.contiguous(), w_rh_t, w_xi.contiguous(), w_xi_t)
-        b_x, b_xi, h0 = b_x.contiguous(), b_xi.contiguous(), h0.contiguous()
+        b_x, b_xi = b_x.contiguous(), b_xi.contiguous()
+        h0 = h0.new_zeros(B, H) if link0 is None else h0.contiguous()
 
         buf = cpu_kernel.Buffers(
             B=B, N=N, W=W, R=R, H=H, xi=xis.data_ptr(), sv=saved.data_ptr(), order=orders.data_ptr(),

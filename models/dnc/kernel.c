@@ -801,8 +801,36 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
                 gwwa[n] += g[n] - dot;
             }
         }
-        /* memory write, two rows a pass (dLoss/dw^w loaded and stored once for two) */
+        /* memory write: four rows a pass in eight-float vectors (two in plain loops), dLoss/dw^w loaded and
+         * stored once a pass, one horizontal sum a row and sum */
         long k = 0;
+        if (N % 8 == 0)
+            for (; k + 4 <= W; k += 4) {
+                const float *M0 = Mb + k * N, *g0 = gMa + k * N;
+                float *gM0 = gMb + k * N;
+                const v8 e0 = bc8(e[k]), e1 = bc8(e[k + 1]), e2 = bc8(e[k + 2]), e3 = bc8(e[k + 3]);
+                const v8 v0 = bc8(x[l.v + k]), v1 = bc8(x[l.v + k + 1]), v2 = bc8(x[l.v + k + 2]);
+                const v8 v3 = bc8(x[l.v + k + 3]);
+                v8 ge0 = bc8(0.0f), ge1 = ge0, ge2 = ge0, ge3 = ge0, gv0 = ge0, gv1 = ge0, gv2 = ge0, gv3 = ge0;
+                for (long n = 0; n < N; n += 8) {
+                    const v8 wn = ld8(wwb + n);
+#define MEM_BWD_VROW(i)                                                                            \
+    const v8 a##i = ld8(g0 + (i) * N + n), m##i = ld8(M0 + (i) * N + n), aw##i = a##i * wn;         \
+    st8(gM0 + (i) * N + n, a##i * (1.0f - wn * e##i));                                             \
+    ge##i += aw##i * m##i;                                                                         \
+    gv##i += aw##i;
+                    MEM_BWD_VROW(0) MEM_BWD_VROW(1) MEM_BWD_VROW(2) MEM_BWD_VROW(3)
+#undef MEM_BWD_VROW
+                    st8(gwwa + n, ld8(gwwa + n) + ((a0 * (v0 - m0 * e0) + a1 * (v1 - m1 * e1)) +
+                                                   (a2 * (v2 - m2 * e2) + a3 * (v3 - m3 * e3))));
+                }
+                const v8 ge[4] = {ge0, ge1, ge2, ge3}, gv[4] = {gv0, gv1, gv2, gv3};
+                for (int i = 0; i < 4; ++i) {
+                    const float ek = e[k + i];
+                    gx[l.er + k + i] = -hsum8(ge[i]) * ek * (1.0f - ek);
+                    gx[l.v + k + i] = hsum8(gv[i]);
+                }
+            }
         for (; k + 2 <= W; k += 2) {
             const float e0 = e[k], v0 = x[l.v + k], e1 = e[k + 1], v1 = x[l.v + k + 1];
             const float *M0 = Mb + k * N, *M1 = M0 + N, *g0 = gMa + k * N, *g1 = g0 + N;

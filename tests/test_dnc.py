@@ -513,14 +513,17 @@ def test_kernel_zero_state_without_a_link_tensor():
 
 
 @needs_kernel
-def test_kernel_batch_elements_are_independent():
-    """The forward runs the batch two elements in lockstep (the last alone when the batch is odd): every
-    element's state is the same, bit for bit, in a batch of one and in a batch of seven (first or second
-    of a pair, or the odd one), and so are its state gradients. Hidden size 17 gives the controller's
-    matrix-vector products row counts that are not multiples of their blocks of 8 and 4 rows; the
-    sequence crosses a checkpoint of the link matrices and memories."""
+@pytest.mark.parametrize("hidden", [17, 16])
+def test_kernel_batch_elements_are_independent(hidden):
+    """Forward and backward run the batch two elements in lockstep (the last alone when the batch is odd):
+    every element's state is the same, bit for bit, in a batch of one and in a batch of seven (first or
+    second of a pair, or the odd one), and so are its state gradients. Hidden size 17 gives the
+    controller's matrix-vector products row counts that are not multiples of their blocks of 8 and 4
+    rows (and 4H = 68 sends the backward's W_rh product down its fallback); with 16 both backward
+    products are dot products over the transposed weights. The sequence crosses a checkpoint of the link
+    matrices and memories."""
     torch.manual_seed(13)
-    model = models.build_model("dnc", 9, 8, hidden_size=17, memory_slots=12, memory_width=4)
+    model = models.build_model("dnc", 9, 8, hidden_size=hidden, memory_slots=12, memory_width=4)
     g = gen(14)
     x = torch.randn(7, CHECKPOINT + 3, 9, generator=g)
     state = random_state(model, 7, g)

@@ -9,6 +9,10 @@ the C forward's and backward's share, and B's paired ratio to A::
 
     git show HEAD~1:models/dnc/kernel.c > /tmp/a.c
     .venv/bin/python docs/bench/dnc_kernel_ab.py /tmp/a.c models/dnc/kernel.c --rounds 9
+
+``--checkpoint-a K`` / ``--checkpoint-b K`` run a build with another checkpoint interval of the link
+matrices and memories than ``sequence.CHECKPOINT`` (a kernel.c of another commit may have been tuned
+for another one; the same file twice with two intervals compares the intervals).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any
 import torch
 
 import memtasks.models.dnc.model as dnc_model
+import memtasks.models.dnc.sequence as dnc_sequence
 from memtasks.models import build_model
 from memtasks.models.cbuild import HEADER, KernelLibrary, read_source
 from memtasks.models.dnc import cpu_kernel
@@ -69,7 +74,10 @@ def main() -> None:
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--checkpoint-a", type=int, default=dnc_sequence.CHECKPOINT)
+    ap.add_argument("--checkpoint-b", type=int, default=dnc_sequence.CHECKPOINT)
     args = ap.parse_args()
+    checkpoints = (args.checkpoint_a, args.checkpoint_b)
     torch.set_num_threads(1)
     libs = [_SourceLibrary(tag, path).load() for tag, path in (("a", args.a), ("b", args.b))]
     if None in libs:
@@ -100,19 +108,19 @@ def main() -> None:
         per = 1000 / len(batches)
         return (time.perf_counter() - t0) * per, timed.spent["forward"] * per, timed.spent["backward"] * per
 
-    for lib in libs:  # warm-up
-        timed.lib = lib
+    for lib, k in zip(libs, checkpoints):  # warm-up
+        timed.lib, dnc_sequence.CHECKPOINT = lib, k
         for batches in cases.values():
             block(batches)
     for name, batches in cases.items():
         res: list[list[tuple[float, float, float]]] = [[], []]
         for r in range(args.rounds):
             for i in (0, 1) if r % 2 == 0 else (1, 0):
-                timed.lib = libs[i]
+                timed.lib, dnc_sequence.CHECKPOINT = libs[i], checkpoints[i]
                 res[i].append(block(batches))
         for i, path in enumerate((args.a, args.b)):
             med = [statistics.median(x[j] for x in res[i]) for j in range(3)]
-            print(f"{name:12s} {'AB'[i]} {path.name:16s} ms/step {med[0]:6.2f}  C forward {med[1]:5.2f}  C backward {med[2]:5.2f}")
+            print(f"{name:12s} {'AB'[i]} {path.name:16s} K={checkpoints[i]} ms/step {med[0]:6.2f}  C forward {med[1]:5.2f}  C backward {med[2]:5.2f}")
         ratio = statistics.median(b[0] / a[0] for a, b in zip(res[0], res[1]))
         print(f"{name:12s} B/A paired median {ratio:.3f}")
 

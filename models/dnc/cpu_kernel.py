@@ -9,12 +9,12 @@ avoid (measured at batch 32, N = 128, W = 20, T = 41; see ``sequence.py``):
 2. dispatch: a step is ~60 small operators forward and as many autograd nodes backward,
    5–10 µs each, against a few µs of arithmetic.
 
-So the whole sequence runs here, one batch element (two in the forward) at a time through every step, in one call
+So the whole sequence runs here, two batch elements at a time through every step, in one call
 forward (``dnc_sequence_forward``: the controller's matrix-vector products and LSTM cell, then
 the memory step) and one backward (``dnc_sequence_backward``: the exact gradient, derived by
 hand, recomputing rows of L_t instead of reading them back, and each segment of link matrices and
-memories from its checkpoints): one element's 64 KB link matrix, its gradient and the controller's
-weights stay in the core's own cache for the whole sequence. ``dnc_step_forward`` and
+memories from its checkpoints): two elements' 64 KB link matrices, their gradients and the
+controller's weights stay in the core's own cache for the whole sequence. ``dnc_step_forward`` and
 ``dnc_step_backward`` are one memory step over the whole batch. Vector loops are written for
 the compiler to vectorise (the memory is kept slot-minor, ``(B, W, N)``, so that loops over
 slots are contiguous; ``vexp`` is an exp of about 1 ulp that vectorises).

@@ -1035,12 +1035,12 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
     return KERNEL_OK;
 }
 
-/* --- the whole sequence, one batch element (forward: two) at a time ---
+/* --- the whole sequence, two batch elements at a time ---
  *
  * Batch elements are independent until the weight gradients, so dnc_sequence_forward and
- * dnc_sequence_backward run every step of one element (controller and memory) before the next
- * element: that element's link matrix, its recomputed segment and its gradient (64 KB each at
- * N = 128) and the controller weights stay in the core's own cache (L2) for the whole sequence,
+ * dnc_sequence_backward run every step of one pair of elements (controller and memory) before the
+ * next pair: their link matrices, recomputed segments and link gradients (64 KB each at N = 128)
+ * and the controller weights stay in the core's own cache (L2) for the whole sequence,
  * where the step-major loop streamed the batch's 2 MB of link matrices through the shared cache
  * once a step each way. Per element and step the controller is
  *   z_t = [r_{t-1}; h_{t-1}; x_t],  gates_t = b + [W_rh W_x] z_t,  (h_t, c_t) = LSTM(gates_t, c_{t-1}),
@@ -1054,13 +1054,15 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
  * backward recomputes M_{cK+1..cK+K-1} with the forward's own memory_write. The saved floats are written
  * in cache and copied to their record with streaming stores; one _mm_sfence ends the forward.
  *
- * The forward runs two elements in lockstep (the last alone when B is odd): each step's controller
- * products load every weight row once for both (axpy_rows2), then each element runs its own memory
- * step with its own link buffer. The backward stays one element at a time (two in lockstep measured
- * no faster there: two segments, two link gradients and the weights crowd L2). Both ask for the
- * next step's per-step records ahead of time (prefetch): time-major, they are never in cache when a
- * step reaches them. Results do not depend on the pairing: axpy_rows2 sums each y in axpy_rows'
- * order, so an element's numbers are the same, bit for bit, in any batch (tests/test_dnc.py). */
+ * Both run two elements in lockstep (the last alone when B is odd): each step, each element runs its
+ * own memory step with its own buffers, then the controller products load every weight row once for
+ * both (axpy_rows2 forward, dot_rows2 backward: the weights are read from L2 at its bandwidth, and
+ * were the backward's largest cost after the link matrices). Two recomputed segments must then fit
+ * in L2 beside the weights: a checkpoint every 6 steps (sequence.CHECKPOINT), not 8. Both ask for
+ * the next step's per-step records ahead of time (prefetch): time-major, they are never in cache
+ * when a step reaches them. Results do not depend on the pairing: axpy_rows2 and dot_rows2 sum each
+ * y in axpy_rows' and dot_rows' order, so an element's numbers are the same, bit for bit, in any
+ * batch (tests/test_dnc.py). */
 
 /* what the sequence functions take beyond dnc_buffers (mirrored by cpu_kernel.Sequence) */
 typedef struct {
@@ -1116,31 +1118,54 @@ static void axpy_rows(const float *restrict A, const float *restrict x, long n, 
     }
 }
 
+/* a . x for one row (m % 8 == 0). Not inlined: dot_rows and dot_rows2 sum a row left over from their blocks
+ * with the same instructions, so that either gives the same number. */
+__attribute__((noinline)) static float dot_row(const float *restrict a, const float *restrict x, long m) {
+    v8 s0 = bc8(0.0f);
+    for (long j = 0; j < m; j += 8) s0 += ld8(a + j) * ld8(x + j);
+    return hsum8(s0);
+}
+
 /* y[k] += A[k] . x for the n rows of A (n x m, row-major, m % 8 == 0): the backward's products with the
- * weights in the forward's (transposed) layout, eight rows a pass in eight-float vectors, x loaded once a
+ * weights in the forward's (transposed) layout, four rows a pass in eight-float vectors, x loaded once a
  * pass. Against axpy_rows over the weights' own rows (Z or H floats each, y loaded and stored every pass,
- * H = 100 not a multiple of 8) the two products took 0.93x the time. What is left is the weights' 227 KB
- * read from L2 per element and step, at the 30 bytes a cycle a plain streaming read of them gets there. */
+ * H = 100 not a multiple of 8) they took 0.93x the time (eight rows a pass, one element at a time). They read the
+ * weights' 227 KB from L2 per element and step, at the 30 bytes a cycle a plain streaming read of them
+ * gets there: dot_rows2 reads them once for two elements. */
 static void dot_rows(const float *restrict A, const float *restrict x, long n, long m, float *restrict y) {
     long k = 0;
-    for (; k + 8 <= n; k += 8) {
+    for (; k + 4 <= n; k += 4) {
         const float *A0 = A + k * m;
-        v8 s0 = bc8(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        v8 s0 = bc8(0.0f), s1 = s0, s2 = s0, s3 = s0;
         for (long j = 0; j < m; j += 8) {
-            const v8 xj = ld8(x + j);
-            s0 += ld8(A0 + j) * xj; s1 += ld8(A0 + m + j) * xj;
-            s2 += ld8(A0 + 2 * m + j) * xj; s3 += ld8(A0 + 3 * m + j) * xj;
-            s4 += ld8(A0 + 4 * m + j) * xj; s5 += ld8(A0 + 5 * m + j) * xj;
-            s6 += ld8(A0 + 6 * m + j) * xj; s7 += ld8(A0 + 7 * m + j) * xj;
+            const v8 a = ld8(x + j);
+            s0 += ld8(A0 + j) * a; s1 += ld8(A0 + m + j) * a; s2 += ld8(A0 + 2 * m + j) * a; s3 += ld8(A0 + 3 * m + j) * a;
         }
         y[k] += hsum8(s0); y[k + 1] += hsum8(s1); y[k + 2] += hsum8(s2); y[k + 3] += hsum8(s3);
-        y[k + 4] += hsum8(s4); y[k + 5] += hsum8(s5); y[k + 6] += hsum8(s6); y[k + 7] += hsum8(s7);
+    }
+    for (; k < n; ++k) y[k] += dot_row(A + k * m, x, m);
+}
+
+/* dot_rows for two vectors at once, y0 += A x0 and y1 += A x1, each row of A loaded once for both (four
+ * rows a pass). Each row's sums are dot_rows' in dot_rows' order: the results equal dot_rows', bit for bit. */
+static void dot_rows2(const float *restrict A, const float *restrict x0, const float *restrict x1, long n, long m,
+                      float *restrict y0, float *restrict y1) {
+    long k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const float *A0 = A + k * m;
+        v8 s0 = bc8(0.0f), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+        for (long j = 0; j < m; j += 8) {
+            const v8 a = ld8(x0 + j), c = ld8(x1 + j);
+            const v8 r0 = ld8(A0 + j), r1 = ld8(A0 + m + j), r2 = ld8(A0 + 2 * m + j), r3 = ld8(A0 + 3 * m + j);
+            s0 += r0 * a; s1 += r1 * a; s2 += r2 * a; s3 += r3 * a;
+            t0 += r0 * c; t1 += r1 * c; t2 += r2 * c; t3 += r3 * c;
+        }
+        y0[k] += hsum8(s0); y0[k + 1] += hsum8(s1); y0[k + 2] += hsum8(s2); y0[k + 3] += hsum8(s3);
+        y1[k] += hsum8(t0); y1[k + 1] += hsum8(t1); y1[k + 2] += hsum8(t2); y1[k + 3] += hsum8(t3);
     }
     for (; k < n; ++k) {
-        const float *Ak = A + k * m;
-        v8 s0 = bc8(0.0f);
-        for (long j = 0; j < m; j += 8) s0 += ld8(Ak + j) * ld8(x + j);
-        y[k] += hsum8(s0);
+        y0[k] += dot_row(A + k * m, x0, m);
+        y1[k] += dot_row(A + k * m, x1, m);
     }
 }
 
@@ -1317,105 +1342,150 @@ static dnc_state_grad state_grad_at(const dnc_state_grad *g, long b, long N, lon
     return e;
 }
 
+/* one batch element's state in dnc_sequence_backward (two run in lockstep) */
+typedef struct {
+    float *seg, *mseg, *erase, *gL; /* recomputed segment (L, M), erase vector, dLoss/dL updated in place */
+    float *gh, *gc2[2], *ght, *gread, *gz;
+    dnc_state_grad sets[2], next, first; /* two memory-state gradients, dLoss/d state t + 1, state 0 */
+    const float *gc, *gr;                /* dLoss/dc_t, dLoss/dr_t from later steps (NULL: zero) */
+    int has_gL, which;
+} element_backward;
+
 int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc_sequence_grad *g) {
     const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H;
     const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
     const long MS = W * N + 3 * N + R * N; /* one element's memory-state gradient, less the link */
-    const long WN = W * N;
-    float *seg = malloc(sizeof(float) * (K > 1 ? K - 1 : 1) * NN); /* L_{cK+1 .. cK+K-1} */
-    float *mseg = malloc(sizeof(float) * ((K > 1 ? K - 1 : 1) * WN + W)); /* M_{cK+1 .. cK+K-1}, then e */
-    float *gLscratch = malloc(sizeof(float) * NN);                 /* dLoss/dL when first.link is NULL */
-    float *ms = malloc(sizeof(float) * 2 * MS);                    /* two memory-state gradients */
-    float *vec = malloc(sizeof(float) * (4 * H + RW + Z));         /* gh, gc (two), gread, gz */
+    const long WN = W * N, KS = K > 1 ? K - 1 : 1;
+    /* per element: L_{cK+1 .. cK+K-1}, M_{cK+1 .. cK+K-1} and e, dLoss/dL when first.link is NULL, two
+     * memory-state gradients, gh, gc (two), ght, gread, gz */
+    const long PER = KS * NN + KS * WN + W + NN + 2 * MS + 4 * H + RW + Z;
+    float *block = malloc(sizeof(float) * 2 * PER);
     float *ws = malloc(sizeof(float) * backward_scratch(N, W, R));
     float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
-    if (!seg || !mseg || !gLscratch || !ms || !vec || !ws || (!q->link0 && !zero)) {
-        free(seg); free(mseg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
+    if (!block || !ws || (!q->link0 && !zero)) {
+        free(block); free(ws); free(zero);
         return KERNEL_NO_MEMORY;
     }
-    float *erase = mseg + (K > 1 ? K - 1 : 1) * WN;
     const layout lay = make_layout(N, W, R);
-    float *gh = vec, *gc2[2] = {vec + H, vec + 2 * H}, *ght = vec + 3 * H, *gread = vec + 4 * H, *gz = gread + RW;
-    dnc_state_grad sets[2];
-    for (int i = 0; i < 2; ++i) {
-        float *base = ms + i * MS;
-        sets[i].mem = base; sets[i].usage = base + W * N; sets[i].prec = sets[i].usage + N;
-        sets[i].ww = sets[i].prec + N; sets[i].wr = sets[i].ww + N; sets[i].link = 0;
+    element_backward E[2];
+    for (int e = 0; e < 2; ++e) {
+        float *p = block + e * PER;
+        E[e].seg = p; p += KS * NN;
+        E[e].mseg = p; p += KS * WN;
+        E[e].erase = p; p += W;
+        E[e].gL = p; p += NN; /* replaced by first.link when there is one */
+        for (int i = 0; i < 2; ++i) {
+            E[e].sets[i].mem = p; E[e].sets[i].usage = p + W * N; E[e].sets[i].prec = p + W * N + N;
+            E[e].sets[i].ww = p + W * N + 2 * N; E[e].sets[i].wr = p + W * N + 3 * N; E[e].sets[i].link = 0;
+            p += MS;
+        }
+        E[e].gh = p; E[e].gc2[0] = p + H; E[e].gc2[1] = p + 2 * H; E[e].ght = p + 3 * H;
+        E[e].gread = p + 4 * H; E[e].gz = p + 4 * H + RW;
     }
-    for (long b = 0; b < B; ++b) {
-        const dnc_state_grad last = state_grad_at(&g->last, b, N, W, R);
-        const dnc_state_grad first = state_grad_at(&g->first, b, N, W, R);
-        float *gL = first.link ? first.link : gLscratch; /* dLoss/dL, updated in place backwards in time */
-        if (last.link) memcpy(gL, last.link, sizeof(float) * NN);
-        int has_gL = last.link != 0;
-        dnc_state_grad next = last; /* dLoss/d state t + 1 */
-        int which = 0;
-        if (g->h) memcpy(gh, g->h + b * H, sizeof(float) * H);
-        else memset(gh, 0, sizeof(float) * H);
-        const float *gc = g->c ? g->c + b * H : 0;
-        const float *gr = g->r ? g->r + b * RW : 0; /* dLoss/dr_{t+1} from later steps */
+    float *gLscratch[2] = {E[0].gL, E[1].gL};
+    for (long b0 = 0; b0 < B; b0 += 2) {
+        const long P = b0 + 1 < B ? 2 : 1;
+        for (long e = 0; e < P; ++e) {
+            element_backward *x = E + e;
+            const long b = b0 + e;
+            const dnc_state_grad last = state_grad_at(&g->last, b, N, W, R);
+            x->first = state_grad_at(&g->first, b, N, W, R);
+            x->gL = x->first.link ? x->first.link : gLscratch[e];
+            if (last.link) memcpy(x->gL, last.link, sizeof(float) * NN);
+            x->has_gL = last.link != 0;
+            x->next = last;
+            x->which = 0;
+            if (g->h) memcpy(x->gh, g->h + b * H, sizeof(float) * H);
+            else memset(x->gh, 0, sizeof(float) * H);
+            x->gc = g->c ? g->c + b * H : 0;
+            x->gr = g->r ? g->r + b * RW : 0;
+        }
         for (long t = T - 1; t >= 0; --t) {
             /* L_t: a checkpoint, or recomputed with the rest of its segment on entering it */
             const long c0 = t - t % K, top = (c0 + K - 1 < T - 1) ? c0 + K - 1 : T - 1;
-            const float *base = c0 > 0 ? q->ckpt + ((c0 / K - 1) * B + b) * NN : q->link0 ? q->link0 + b * NN : zero;
-            const float *mbase = AT(s->mem, c0, b, WN); /* M_t: a record at the checkpoints and at T */
-            if (t == top)
-                for (long j = c0 + 1; j <= top; ++j) {
-                    link_update(1, N, j == c0 + 1 ? base : seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
-                                AT(s->prec, j - 1, b, N), seg + (j - c0 - 1) * NN);
-                    const float *xj = AT(s->xi, j - 1, b, S);
-                    for (long k = 0; k < W; ++k) erase[k] = sigm(xj[lay.er + k]);
-                    memory_write(j == c0 + 1 ? mbase : mseg + (j - c0 - 2) * WN, AT(s->ww, j, b, N), erase,
-                                 xj + lay.v, N, W, mseg + (j - c0 - 1) * WN);
+            float *gxi[2], *ggates[2];
+            for (long e = 0; e < P; ++e) { /* the memory steps, one element after the other */
+                element_backward *x = E + e;
+                const long b = b0 + e;
+                const float *base = c0 > 0 ? q->ckpt + ((c0 / K - 1) * B + b) * NN : q->link0 ? q->link0 + b * NN : zero;
+                const float *mbase = AT(s->mem, c0, b, WN); /* M_t: a record at the checkpoints and at T */
+                if (t == top)
+                    for (long j = c0 + 1; j <= top; ++j) {
+                        link_update(1, N, j == c0 + 1 ? base : x->seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
+                                    AT(s->prec, j - 1, b, N), x->seg + (j - c0 - 1) * NN);
+                        const float *xj = AT(s->xi, j - 1, b, S);
+                        for (long k = 0; k < W; ++k) x->erase[k] = sigm(xj[lay.er + k]);
+                        memory_write(j == c0 + 1 ? mbase : x->mseg + (j - c0 - 2) * WN, AT(s->ww, j, b, N), x->erase,
+                                     xj + lay.v, N, W, x->mseg + (j - c0 - 1) * WN);
+                    }
+                const float *Lt = t == c0 ? base : x->seg + (t - c0 - 1) * NN;
+                const float *Mt = t == c0 ? mbase : x->mseg + (t - c0 - 1) * WN;
+                const float *Mnext = t == top ? AT(s->mem, t + 1, b, WN) : x->mseg + (t - c0) * WN;
+                if (t > 0) { /* step t - 1's records, while step t runs */
+                    prefetch(AT(s->sv, t - 1, b, SV), SV, 0);
+                    prefetch(AT(s->xi, t - 1, b, S), S, 0);
+                    prefetch(AT(s->act, t - 1, b, G), G, 0);
+                    prefetch(AT(s->wr, t - 1, b, R * N), R * N, 0);
+                    prefetch(s->order + ((t - 1) * B + b) * N, N, 0);
+                    prefetch(AT(s->usage, t - 1, b, N), N, 0);
+                    prefetch(AT(s->prec, t - 1, b, N), N, 0);
+                    prefetch(AT(s->ww, t - 1, b, N), N, 0);
                 }
-            const float *Lt = t == c0 ? base : seg + (t - c0 - 1) * NN;
-            const float *Mt = t == c0 ? mbase : mseg + (t - c0 - 1) * WN;
-            const float *Mnext = t == top ? AT(s->mem, t + 1, b, WN) : mseg + (t - c0) * WN;
-            if (t > 0) { /* step t - 1's records, while step t runs */
-                prefetch(AT(s->sv, t - 1, b, SV), SV, 0);
-                prefetch(AT(s->xi, t - 1, b, S), S, 0);
-                prefetch(AT(s->act, t - 1, b, G), G, 0);
-                prefetch(AT(s->wr, t - 1, b, R * N), R * N, 0);
-                prefetch(s->order + ((t - 1) * B + b) * N, N, 0);
-                prefetch(AT(s->usage, t - 1, b, N), N, 0);
-                prefetch(AT(s->prec, t - 1, b, N), N, 0);
-                prefetch(AT(s->ww, t - 1, b, N), N, 0);
+                const float *grv = 0;
+                if (x->gr || g->rs) {
+                    for (long i = 0; i < RW; ++i)
+                        x->gread[i] = (x->gr ? x->gr[i] : 0.0f) + (g->rs ? AT(g->rs, t, b, RW)[i] : 0.0f);
+                    grv = x->gread;
+                }
+                dnc_state_grad prev = t == 0 ? x->first : x->sets[x->which], next = x->next;
+                float *gLp = (t > 0 || x->first.link) ? x->gL : 0;
+                gxi[e] = AT(g->xi, t, b, S);
+                step_backward(1, N, W, R, AT(s->xi, t, b, S), Mt, AT(s->usage, t, b, N), Lt,
+                              AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N), Mnext,
+                              AT(s->ww, t + 1, b, N), AT(s->wr, t + 1, b, R * N), AT(s->sv, t, b, SV),
+                              s->order + (t * B + b) * N, next.mem, next.usage, x->has_gL ? x->gL : 0, next.prec,
+                              next.ww, next.wr, grv, gxi[e], prev.mem, prev.usage, gLp, prev.prec, prev.ww, prev.wr, ws);
+                x->has_gL = 1;
+                x->next = prev;
+                x->which ^= 1;
+                /* dh_t = (from z_{t+1}) + (from the outputs) + W_xi^T dxi_t: the first two here */
+                for (long i = 0; i < H; ++i) x->ght[i] = x->gh[i] + (g->hs ? AT(g->hs, t, b, H)[i] : 0.0f);
             }
-            const float *grv = 0;
-            if (gr || g->rs) {
-                for (long i = 0; i < RW; ++i)
-                    gread[i] = (gr ? gr[i] : 0.0f) + (g->rs ? AT(g->rs, t, b, RW)[i] : 0.0f);
-                grv = gread;
+            /* the controllers, both elements' products sharing each weight row's load */
+            if (P == 2 && S % 8 == 0) dot_rows2(q->w_xi_t, gxi[0], gxi[1], H, S, E[0].ght, E[1].ght);
+            else
+                for (long e = 0; e < P; ++e) {
+                    if (S % 8 == 0) dot_rows(q->w_xi_t, gxi[e], H, S, E[e].ght);
+                    else axpy_rows(q->w_xi, gxi[e], S, H, E[e].ght);
+                }
+            for (long e = 0; e < P; ++e) {
+                element_backward *x = E + e;
+                const long b = b0 + e;
+                float *gcp = t == 0 ? g->c0 + b * H : x->gc2[t % 2];
+                ggates[e] = AT(g->gates, t, b, G);
+                lstm_backward(1, H, AT(s->act, t, b, G), AT(s->c, t, b, H), AT(s->c, t + 1, b, H), x->ght, x->gc,
+                              ggates[e], gcp);
+                x->gc = gcp;
+                memset(x->gz, 0, sizeof(float) * Z);
             }
-            dnc_state_grad prev = t == 0 ? first : sets[which];
-            float *gLp = (t > 0 || first.link) ? gL : 0;
-            float *gxi = AT(g->xi, t, b, S);
-            step_backward(1, N, W, R, AT(s->xi, t, b, S), Mt, AT(s->usage, t, b, N), Lt,
-                          AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N), Mnext,
-                          AT(s->ww, t + 1, b, N), AT(s->wr, t + 1, b, R * N), AT(s->sv, t, b, SV),
-                          s->order + (t * B + b) * N, next.mem, next.usage, has_gL ? gL : 0, next.prec, next.ww,
-                          next.wr, grv, gxi, prev.mem, prev.usage, gLp, prev.prec, prev.ww, prev.wr, ws);
-            has_gL = 1;
-            next = prev;
-            which ^= 1;
-            /* controller: dh_t = (from z_{t+1}) + (from the outputs) + W_xi^T dxi_t */
-            for (long i = 0; i < H; ++i) ght[i] = gh[i] + (g->hs ? AT(g->hs, t, b, H)[i] : 0.0f);
-            if (S % 8 == 0) dot_rows(q->w_xi_t, gxi, H, S, ght);
-            else axpy_rows(q->w_xi, gxi, S, H, ght);
-            float *ggates = AT(g->gates, t, b, G), *gcp = t == 0 ? g->c0 + b * H : gc2[t % 2];
-            lstm_backward(1, H, AT(s->act, t, b, G), AT(s->c, t, b, H), AT(s->c, t + 1, b, H), ght, gc, ggates, gcp);
-            gc = gcp;
-            /* dz_t = W_rh^T dgates_t = [dr_t; dh_{t-1}] */
-            memset(gz, 0, sizeof(float) * Z);
-            if (G % 8 == 0) dot_rows(q->w_rh_t, ggates, Z, G, gz); /* the first Z rows: not W_x's */
-            else axpy_rows(q->w_rh, ggates, G, Z, gz);
-            memcpy(gh, gz + RW, sizeof(float) * H);
-            gr = gz; /* read before gz is overwritten, at step t - 1 */
+            /* dz_t = W_rh^T dgates_t = [dr_t; dh_{t-1}] (the first Z rows of the transposed weights: not W_x's) */
+            if (P == 2 && G % 8 == 0) dot_rows2(q->w_rh_t, ggates[0], ggates[1], Z, G, E[0].gz, E[1].gz);
+            else
+                for (long e = 0; e < P; ++e) {
+                    if (G % 8 == 0) dot_rows(q->w_rh_t, ggates[e], Z, G, E[e].gz);
+                    else axpy_rows(q->w_rh, ggates[e], G, Z, E[e].gz);
+                }
+            for (long e = 0; e < P; ++e) {
+                memcpy(E[e].gh, E[e].gz + RW, sizeof(float) * H);
+                E[e].gr = E[e].gz; /* read before gz is overwritten, at step t - 1 */
+            }
         }
-        memcpy(g->h0 + b * H, gh, sizeof(float) * H);
-        memcpy(g->r0 + b * RW, gz, sizeof(float) * RW);
+        for (long e = 0; e < P; ++e) {
+            memcpy(g->h0 + (b0 + e) * H, E[e].gh, sizeof(float) * H);
+            memcpy(g->r0 + (b0 + e) * RW, E[e].gz, sizeof(float) * RW);
+        }
     }
-    free(seg); free(mseg); free(gLscratch); free(ms); free(vec); free(ws); free(zero);
+    free(block); free(ws); free(zero);
     return KERNEL_OK;
 }
 

@@ -24,17 +24,17 @@ then the weight gradients in two matmuls over all elements and steps at once:
 
 Why per element: the batch elements are independent until those sums, and the step is bound by
 where its link matrices live. Step by step over the batch, the batch's 2 MB of link matrices went
-through the shared cache (or DRAM) once a step each way; element by element, one element's link
-matrix, its gradient and its recomputed segment (64 KB each at N = 128) and the controller's
-weights stay in the core's own cache for the whole sequence.
+through the shared cache (or DRAM) once a step each way; element by element (two at a time, in
+lockstep), their link matrices, gradients and recomputed segments (64 KB each at N = 128) and the
+controller's weights stay in the core's own cache for the whole sequence.
 
 Link matrices and memories: a training forward keeps only every ``CHECKPOINT``-th L_t and M_t (and
 the last) and updates one element's L and M in cache in between; the backward recomputes each segment
-from its checkpoints, per element, just before it needs it. That stores an eighth of the 64 KB
+from its checkpoints, per element, just before it needs it. That stores a sixth of the 64 KB
 (L) and 10 KB (M) per element and step for one extra in-cache pass per step: what the step waited for
 was memory traffic, not arithmetic. The other per-step records (saved floats, gates, weightings) are
-stored every step, the saved floats with streaming stores from a cached copy. (The forward runs two
-elements in lockstep so that their controller products share each weight row's load; see ``kernel.c``.)
+stored every step, the saved floats with streaming stores from a cached copy. (Forward and backward run
+two elements in lockstep so that their controller products share each weight row's load; see ``kernel.c``.)
 
 Buffers: everything but the outputs (the per-step records, checkpoints, transposed weights,
 dLoss/dξ and dLoss/dgates) is a view of one pooled arena (:class:`models.arena.ArenaPool`), reused
@@ -57,10 +57,10 @@ import torch
 from memtasks.models.arena import ArenaPool
 from memtasks.models.dnc import cpu_kernel
 
-# keep every 8th link matrix and memory: one element's recomputed segment (7 x 74 KB at N = 128, W = 20)
-# stays in a 1 MiB L2 with the controller's weights. Against 4: 0.98x the training step at lengths 1-20
-# (fewer checkpoints to stream out and back for one more in-cache recomputation per segment).
-CHECKPOINT = 8
+# keep every 6th link matrix and memory: the backward's two elements in lockstep each recompute a segment
+# (5 x 74 KB at N = 128, W = 20), and both stay in a 1 MiB L2 with the controller's weights. With the
+# pairing, the training step at lengths 1-20 took 0.965x the time of 4, 0.975x that of 8 (5: the same as 6).
+CHECKPOINT = 6
 
 # A forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the transposed
 # weights, dLoss/dxi and dLoss/dgates) are views of one arena of this pool (models/arena.py). A training

@@ -120,7 +120,8 @@ def main() -> None:
                 res[i].append(block(batches))
         for i, path in enumerate((args.a, args.b)):
             med = [statistics.median(x[j] for x in res[i]) for j in range(3)]
-            print(f"{name:12s} {'AB'[i]} {path.name:16s} K={checkpoints[i]} ms/step {med[0]:6.2f}  C forward {med[1]:5.2f}  C backward {med[2]:5.2f}")
+            print(f"{name:12s} {'AB'[i]} {path.name:16s} K={checkpoints[i]} ms/step {med[0]:6.2f}  "
+                  f"C forward {med[1]:5.2f}  C backward {med[2]:5.2f}")
         ratio = statistics.median(b[0] / a[0] for a, b in zip(res[0], res[1]))
         print(f"{name:12s} B/A paired median {ratio:.3f}")
 

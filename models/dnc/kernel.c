@@ -1065,8 +1065,8 @@ int dnc_step_backward(const dnc_buffers *s, long t, const float *L, const dnc_st
  * Both run two elements in lockstep (the last alone when B is odd): each step, each element runs its
  * own memory step with its own buffers, then the controller products load every weight row once for
  * both (axpy_rows2 forward, dot_rows2 backward: the weights are read from L2 at its bandwidth, and
- * were the backward's largest cost after the link matrices). Two recomputed segments must then fit
- * in L2 beside the weights: a checkpoint every 6 steps (sequence.CHECKPOINT), not 8. Both ask for
+ * were the backward's largest cost after the link matrices). Two recomputed segments then share L2
+ * with the weights: a checkpoint every 6 steps (sequence.CHECKPOINT) rather than 8. Both ask for
  * the next step's per-step records ahead of time (prefetch): time-major, they are never in cache
  * when a step reaches them. Results do not depend on the pairing: axpy_rows2 and dot_rows2 sum each
  * y in axpy_rows' and dot_rows' order, so an element's numbers are the same, bit for bit, in any

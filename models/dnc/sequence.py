@@ -58,8 +58,9 @@ from memtasks.models.arena import ArenaPool
 from memtasks.models.dnc import cpu_kernel
 
 # keep every 6th link matrix and memory: the backward's two elements in lockstep each recompute a segment
-# (5 x 74 KB at N = 128, W = 20), and both stay in a 1 MiB L2 with the controller's weights. With the
-# pairing, the training step at lengths 1-20 took 0.965x the time of 4, 0.975x that of 8 (5: the same as 6).
+# (5 x 74 KB at N = 128, W = 20), next to their link gradients and the controller's weights in a 1 MiB L2.
+# With the pairing, the training step at lengths 1-20 took 0.965x the time of 4, 0.975x that of 8 (5: the
+# same as 6; measured with docs/bench/dnc_kernel_ab.py --checkpoint-a/-b).
 CHECKPOINT = 6
 
 # A forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the transposed
@@ -133,7 +134,8 @@ class KernelSequence(torch.autograd.Function):
             for buf in state0:
                 buf.zero_()
         else:
-            for buf, value in zip(state0, (c0, memory0.transpose(1, 2), usage0, precedence0, w_write0, w_read0, reads0)):
+            values = (c0, memory0.transpose(1, 2), usage0, precedence0, w_write0, w_read0, reads0)
+            for buf, value in zip(state0, values):
                 buf.copy_(value)
         # L_t for t = CHECKPOINT, 2 CHECKPOINT, ... < T (the backward recomputes the others), and L_T
         link0 = None if link0 is None else link0.contiguous()

@@ -1177,6 +1177,18 @@ static void dot_rows2(const float *restrict A, const float *restrict x0, const f
     }
 }
 
+/* y_e += At x_e for the P (1 or 2) elements' x_e, the weights given both ways: At (n x m) for dot_rows and
+ * dot_rows2 when m % 8 == 0, its transpose A (m x n) for axpy_rows otherwise */
+static void backward_products(const float *At, const float *A, float *const x[2], long P, long n, long m,
+                              float *const y[2]) {
+    if (P == 2 && m % 8 == 0) dot_rows2(At, x[0], x[1], n, m, y[0], y[1]);
+    else
+        for (long e = 0; e < P; ++e) {
+            if (m % 8 == 0) dot_rows(At, x[e], n, m, y[e]);
+            else axpy_rows(A, x[e], m, n, y[e]);
+        }
+}
+
 /* axpy_rows for two vectors at once, y0 = b0 + A^T x0 and y1 = b1 + A^T x1: each row of A is loaded once
  * for both (the weights come from L2; per element they were the controller's cost). Each y sums its
  * rows in axpy_rows' order, so either result equals axpy_rows' bit for bit. */
@@ -1460,12 +1472,8 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
                 for (long i = 0; i < H; ++i) x->ght[i] = x->gh[i] + (g->hs ? AT(g->hs, t, b, H)[i] : 0.0f);
             }
             /* the controllers, both elements' products sharing each weight row's load */
-            if (P == 2 && S % 8 == 0) dot_rows2(q->w_xi_t, gxi[0], gxi[1], H, S, E[0].ght, E[1].ght);
-            else
-                for (long e = 0; e < P; ++e) {
-                    if (S % 8 == 0) dot_rows(q->w_xi_t, gxi[e], H, S, E[e].ght);
-                    else axpy_rows(q->w_xi, gxi[e], S, H, E[e].ght);
-                }
+            float *ght[2] = {E[0].ght, E[1].ght}, *gz[2] = {E[0].gz, E[1].gz};
+            backward_products(q->w_xi_t, q->w_xi, gxi, P, H, S, ght);
             for (long e = 0; e < P; ++e) {
                 element_backward *x = E + e;
                 const long b = b0 + e;
@@ -1477,12 +1485,7 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
                 memset(x->gz, 0, sizeof(float) * Z);
             }
             /* dz_t = W_rh^T dgates_t = [dr_t; dh_{t-1}] (the first Z rows of the transposed weights: not W_x's) */
-            if (P == 2 && G % 8 == 0) dot_rows2(q->w_rh_t, ggates[0], ggates[1], Z, G, E[0].gz, E[1].gz);
-            else
-                for (long e = 0; e < P; ++e) {
-                    if (G % 8 == 0) dot_rows(q->w_rh_t, ggates[e], Z, G, E[e].gz);
-                    else axpy_rows(q->w_rh, ggates[e], G, Z, E[e].gz);
-                }
+            backward_products(q->w_rh_t, q->w_rh, ggates, P, Z, G, gz);
             for (long e = 0; e < P; ++e) {
                 memcpy(E[e].gh, E[e].gz + RW, sizeof(float) * H);
                 E[e].gr = E[e].gz; /* read before gz is overwritten, at step t - 1 */

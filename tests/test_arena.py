@@ -37,7 +37,6 @@ def test_arena_views_are_aligned_apart_and_reused_only_when_free():
     assert len(pool.entries) == 2 and all(entry[0] is arena for entry, arena in zip(pool.entries, arenas))
 
 
-
 def test_arena_keeps_its_views_per_list_of_shapes():
     pool = ArenaPool(arenas=1)
     first = pool.lease([(4, 5), (3,)])

@@ -1137,9 +1137,10 @@ __attribute__((noinline)) static float dot_row(const float *restrict a, const fl
 /* y[k] += A[k] . x for the n rows of A (n x m, row-major, m % 8 == 0): the backward's products with the
  * weights in the forward's (transposed) layout, four rows a pass in eight-float vectors, x loaded once a
  * pass. Against axpy_rows over the weights' own rows (Z or H floats each, y loaded and stored every pass,
- * H = 100 not a multiple of 8) they took 0.93x the time (eight rows a pass, one element at a time). They read the
- * weights' 227 KB from L2 per element and step, at the 30 bytes a cycle a plain streaming read of them
- * gets there: dot_rows2 reads them once for two elements. */
+ * H = 100 not a multiple of 8) they took 0.93x the time (eight rows a pass, one element at a time, timed
+ * with rdtsc in a one-off build). They read the weights' 227 KB from L2 per element and step, about as
+ * fast as a plain streaming read of them goes there (≈30 bytes a cycle in a one-off micro-benchmark):
+ * dot_rows2 reads them once for two elements. */
 static void dot_rows(const float *restrict A, const float *restrict x, long n, long m, float *restrict y) {
     long k = 0;
     for (; k + 4 <= n; k += 4) {

@@ -59,8 +59,9 @@ from memtasks.models.dnc import cpu_kernel
 
 # keep every 6th link matrix and memory: the backward's two elements in lockstep each recompute a segment
 # (5 x 74 KB at N = 128, W = 20), next to their link gradients and the controller's weights in a 1 MiB L2.
-# With the pairing, the training step at lengths 1-20 took 0.965x the time of 4, 0.975x that of 8 (5: the
-# same as 6; measured with docs/bench/dnc_kernel_ab.py --checkpoint-a/-b).
+# With the pairing, the training step against 4 / 5 / 8 (docs/bench/dnc_kernel_ab.py --checkpoint-a K
+# --checkpoint-b 6, the same kernel.c twice; lengths 1-20, length 20): 0.994, 0.976 / 0.983, 0.967 /
+# 1.008, 0.993. Against 8 that is within the noise of the measurement.
 CHECKPOINT = 6
 
 # A forward's internal buffers (all but its outputs: the per-step records, the checkpoints, the transposed

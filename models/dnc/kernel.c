@@ -452,7 +452,7 @@ static const float zeros_row[4096];
 #define LINK_BWD_VROW(k)                                                                           \
     const v8 g##k = (hasg ? ld8(G + (k) * N + j) : zero) + gf##k * rj + r##k * gbj;                \
     const v8 l##k = ld8(L + (k) * N + j), d##k = a##k - wj;                                        \
-    const v8 m##k = d##k * l##k;                                                                   \
+    const v8 m##k = d##k * l##k + w##k * pj;                                                                \
     ar##k += gbj * m##k;                                                                           \
     aw##k += g##k * (pj - l##k);
 
@@ -501,16 +501,6 @@ static inline __attribute__((always_inline)) void link_backward_rows(int hasg, i
 static void link_backward_1(const float *gnew, const float *gf, const float *gb, const float *Lb, const float *w,
                             const float *p, const float *r, long N, float *gL, float *gw, float *gp, float *gr) {
     long i = 0;
-    if (N % 8 == 0) {
-        /* the rank-one part of L_t that link_backward_rows leaves out: gr_j += p_j (gf . w) + w_j (gb . p) */
-        v8 s0 = bc8(0.0f), s1 = s0;
-        for (long j = 0; j < N; j += 8) {
-            s0 += ld8(gf + j) * ld8(w + j);
-            s1 += ld8(gb + j) * ld8(p + j);
-        }
-        const v8 fw = bc8(hsum8(s0)), bp = bc8(hsum8(s1));
-        for (long j = 0; j < N; j += 8) st8(gr + j, ld8(gr + j) + (fw * ld8(p + j) + bp * ld8(w + j)));
-    }
     if (N % 8 == 0)
         for (; i < N; i += 4) {
             const float *G = gnew ? gnew + i * N : 0, *L = Lb + i * N;

@@ -167,9 +167,10 @@ class KernelSequence(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)
         ctx.zero_state = link0 is None  # the initial state's values were not read: no gradient for them
-        # the readout over every step: y = [hs rs] W_yᵀ + b_y, time-major, as two products (no concatenation)
+        # the readout over every step, transposed: yᵀ = W_y [hs rs]ᵀ + b_y, two products (no concatenation);
+        # with d_out rows instead of columns MKL took 50 µs instead of 90 (one-off timing at T = 22, B = 32)
         hs_flat, rs_flat = hs.view(T * B, H), reads[1:].view(T * B, RW)
-        y = torch.addmm(b_y, hs_flat, w_y[:, :H].t()).addmm_(rs_flat, w_y[:, H:].t())
+        y_transposed = torch.addmm(b_y[:, None], w_y[:, :H], hs_flat.t()).addmm_(w_y[:, H:], rs_flat.t())  # (d_out, T B)
         # L_T is an output and the backward never reads it: holding it here would make a reference cycle
         # (output -> grad_fn -> ctx -> output) that keeps every buffer alive until the garbage collector runs
         ctx.buffers = (z, acts, cs, xis, mems, usages, precs, w_writes, w_reads, saved, orders, checkpoints, weights, hs, reads)
@@ -187,7 +188,7 @@ class KernelSequence(torch.autograd.Function):
             w_reads[last].clone(),
             reads[T].clone(),
         )
-        return (y.view(T, B, -1).transpose(0, 1).contiguous(), *final)
+        return (y_transposed.view(-1, T, B).permute(2, 1, 0).contiguous(), *final)
 
     @staticmethod
     def backward(ctx: Any, g_y: Any, *g_final: Any) -> Any:  # type: ignore[override]

@@ -445,15 +445,12 @@ static void link_backward(const float *gnew, const float *gf, const float *gb, c
 
 static const float zeros_row[4096];
 
-/* LINK_BWD_ROW in eight-float vectors; G (dLoss/dL_t) is read only when hasg. L_t = m + w p^T with
- * m = (1 - w_i - w_j) L_{t-1}: what the rank-one part w p^T adds to the sums with gb (row i) and gf
- * (column j) is w_i (gb . p) and p_j (gf . w), added once after the loop; in the loop only m is formed
- * (one product a row and vector fewer, on the multiply ports the loop waits for) */
+/* LINK_BWD_ROW in eight-float vectors; G (dLoss/dL_t) is read only when hasg */
 #define LINK_BWD_VROW(k)                                                                           \
     const v8 g##k = (hasg ? ld8(G + (k) * N + j) : zero) + gf##k * rj + r##k * gbj;                \
     const v8 l##k = ld8(L + (k) * N + j), d##k = a##k - wj;                                        \
-    const v8 m##k = d##k * l##k + w##k * pj;                                                                \
-    ar##k += gbj * m##k;                                                                           \
+    const v8 n##k = d##k * l##k + w##k * pj;                                                       \
+    ar##k += gbj * n##k;                                                                           \
     aw##k += g##k * (pj - l##k);
 
 /* link_backward_1's rows i .. i + 3 in eight-float vectors (N % 8 == 0); hasg, hasd: whether G (dLoss/dL_t)
@@ -472,7 +469,7 @@ static inline __attribute__((always_inline)) void link_backward_rows(int hasg, i
     for (long j = 0; j < N; j += 8) {
         const v8 wj = ld8(w + j), pj = ld8(p + j), rj = ld8(r + j), gbj = ld8(gb + j);
         LINK_BWD_VROW(0) LINK_BWD_VROW(1) LINK_BWD_VROW(2) LINK_BWD_VROW(3)
-        st8(gr + j, ld8(gr + j) + (gf0 * m0 + gf1 * m1 + gf2 * m2 + gf3 * m3));
+        st8(gr + j, ld8(gr + j) + (gf0 * n0 + gf1 * n1 + gf2 * n2 + gf3 * n3));
         st8(gp + j, ld8(gp + j) + (w0 * g0 + w1 * g1 + w2 * g2 + w3 * g3));
         st8(gw + j, ld8(gw + j) - (g0 * l0 + g1 * l1 + g2 * l2 + g3 * l3));
         if (hasd) {
@@ -595,8 +592,6 @@ __attribute__((noinline)) static void memory_write(const float *M, const float *
 static long forward_scratch(long N, long W) { return 6 * N + W; }
 
 /* hint: the allocation orders of the previous step (B x N), a guess for this step's, or NULL.
- * L NULL: L_{t-1} and p_{t-1} are zero (the zero initial state), so L_t is zero and so are the forward
- * and backward weightings (the link pass would compute exactly these zeros).
  * ws: forward_scratch(N, W) floats of scratch. */
 static void step_forward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
                          const float *L, const float *p, const float *wwp, const float *wrp, float *Mn, float *un,
@@ -608,7 +603,7 @@ static void step_forward(long B, long N, long W, long R, const float *xi, const 
     unsigned *key = (unsigned *)(ws + 3 * N), *ktmp = (unsigned *)(ws + 4 * N);
     float *psi = ws + 5 * N, *e = ws + 6 * N;
     for (long b = 0; b < B; ++b) {
-        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L ? L + b * N * N : 0;
+        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
         const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
         float *Mnb = Mn + b * N * W, *unb = un + b * N, *Lnb = Ln + b * N * N, *pnb = pn + b * N;
         float *wwb = ww + b * N, *wrb = wr + b * R * N, *rvb = rv + b * R * W;
@@ -650,11 +645,7 @@ static void step_forward(long B, long N, long W, long R, const float *xi, const 
         slot_norms(Mnb, N, W, s.nMn);
 
         /* links, precedence, directional weightings */
-        if (!Lb) {
-            memset(Lnb, 0, sizeof(float) * N * N);
-            memset(s.fw, 0, sizeof(float) * R * N);
-            memset(s.bk, 0, sizeof(float) * R * N);
-        } else if (R == 1) link_forward_1(Lb, wwb, pb, wrpb, N, Lnb, s.fw, s.bk);
+        if (R == 1) link_forward_1(Lb, wwb, pb, wrpb, N, Lnb, s.fw, s.bk);
         else link_forward(Lb, wwb, pb, wrpb, N, R, Lnb, s.fw, s.bk);
         #pragma omp simd
         for (long n = 0; n < N; ++n) pnb[n] = (1.0f - wsum) * pb[n] + wwb[n];
@@ -703,10 +694,7 @@ static void copy_or_zero(float *dst, const float *src, long n) {
 /* floats of scratch step_backward needs */
 static long backward_scratch(long N, long W, long R) { return N * W + 7 * N + 5 * R * N + W; }
 
-/* L NULL: L_t and p_t are zero (the zero initial state) and the gradients of the state before the step
- * (gM, gu, gp, gwwp, gwrp; gL must be NULL) are not wanted: the link step then adds nothing to the
- * others (its dLoss/dw^w_t has the factors p_t - L_t and L_t) and is left out.
- * ws: backward_scratch(N, W, R) floats of scratch */
+/* ws: backward_scratch(N, W, R) floats of scratch */
 static void step_backward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
                          const float *L, const float *p, const float *wwp, const float *wrp, const float *Mn,
                          const float *ww, const float *wr, const float *sv, const int *phi, const float *gMn,
@@ -722,7 +710,7 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
     float *row = gcr + R * N, *nrow = row + N, *tmp = nrow + N, *tmp2 = tmp + N, *q = tmp2 + N;
     float *e = q + R * N;
     for (long b = 0; b < B; ++b) {
-        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L ? L + b * N * N : 0;
+        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
         const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
         const float *Mnb = Mn + b * N * W, *wwb = ww + b * N, *wrb = wr + b * R * N;
         const int *phib = phi + b * N;
@@ -807,8 +795,7 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
         }
 
         /* links */
-        if (!Lb) { /* nothing to add */
-        } else if (R == 1) link_backward_1(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, gLb, gwwa, gpb, gwrpb);
+        if (R == 1) link_backward_1(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, gLb, gwwa, gpb, gwrpb);
         else link_backward(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, R, gLb, gwwa, gpb, gwrpb, row, nrow);
         /* precedence */
         if (gpn) {
@@ -1103,8 +1090,7 @@ typedef struct {
 } dnc_sequence;
 
 /* dLoss/d of the sequence's outputs and final state (in), of its initial state and of the per-step
- * gates and interface vectors (out). NULL inputs are zero; first.link may be NULL (not wanted), and so may
- * first.mem: then none of first is wanted (nor written). */
+ * gates and interface vectors (out). NULL inputs are zero; first.link may be NULL (not wanted). */
 typedef struct {
     const float *hs, *rs;      /* (T, B, H), (T, B, R, W): dLoss/dh_t, dLoss/dr_t from the outputs */
     const float *h, *c, *r;    /* (B, H), (B, H), (B, R, W): dLoss/d h_T, c_T, r_T */
@@ -1280,13 +1266,6 @@ static inline void prefetch_floats(const void *p, long n, int write) {
 #endif
 }
 
-/* whether the n floats at x are all zero */
-static int all_zero(const float *x, long n) {
-    for (long i = 0; i < n; ++i)
-        if (x[i] != 0.0f) return 0;
-    return 1;
-}
-
 int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
     const long B = s->B, N = s->N, W = s->W, R = s->R, H = s->H, G = 4 * H, RW = R * W, Z = RW + H + q->D;
     const long S = make_layout(N, W, R).S, SV = saved_size(N, R), NN = N * N, T = q->T, K = q->K;
@@ -1312,8 +1291,8 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
     for (long b0 = 0; b0 < B; b0 += 2) {
         const long P = b0 + 1 < B ? 2 : 1;
         const float *Lprev[2], *Mprev[2];
-        for (long e = 0; e < P; ++e) { /* NULL: L_0 and p_0 are zero, and so is L_1 (step_forward) */
-            Lprev[e] = q->link0 ? q->link0 + (b0 + e) * NN : all_zero(AT(s->prec, 0, b0 + e, N), N) ? 0 : zero;
+        for (long e = 0; e < P; ++e) {
+            Lprev[e] = q->link0 ? q->link0 + (b0 + e) * NN : zero;
             Mprev[e] = AT(s->mem, 0, b0 + e, WN);
         }
         for (long t = 0; t < T; ++t) {
@@ -1391,7 +1370,6 @@ typedef struct {
     dnc_state_grad sets[2], next, first; /* two memory-state gradients, dLoss/d state t + 1, state 0 */
     const float *gc, *gr;                /* dLoss/dc_t, dLoss/dr_t from later steps (NULL: zero) */
     int has_gL, which;
-    int zero0; /* the initial state is zero and its gradient not wanted: step 0 has no link step (step_backward) */
 } element_backward;
 
 int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc_sequence_grad *g) {
@@ -1436,7 +1414,6 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
             x->gL = x->first.link ? x->first.link : gLscratch[e];
             if (last.link) memcpy(x->gL, last.link, sizeof(float) * NN);
             x->has_gL = last.link != 0;
-            x->zero0 = !q->link0 && !g->first.mem && !g->first.link && all_zero(AT(s->prec, 0, b, N), N);
             x->next = last;
             x->which = 0;
             if (g->h) memcpy(x->gh, g->h + b * H, sizeof(float) * H);
@@ -1481,11 +1458,10 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
                         x->gread[i] = (x->gr ? x->gr[i] : 0.0f) + (g->rs ? AT(g->rs, t, b, RW)[i] : 0.0f);
                     grv = x->gread;
                 }
-                dnc_state_grad prev = t == 0 && g->first.mem ? x->first : x->sets[x->which], next = x->next;
-                /* dLoss/dL_t: not at step 0 unless first.link wants it, nor at step 1 when step 0 has no link step */
-                float *gLp = (t > 1 || (t == 1 && !x->zero0) || x->first.link) ? x->gL : 0;
+                dnc_state_grad prev = t == 0 ? x->first : x->sets[x->which], next = x->next;
+                float *gLp = (t > 0 || x->first.link) ? x->gL : 0;
                 gxi[e] = AT(g->xi, t, b, S);
-                step_backward(1, N, W, R, AT(s->xi, t, b, S), Mt, AT(s->usage, t, b, N), t == 0 && x->zero0 ? 0 : Lt,
+                step_backward(1, N, W, R, AT(s->xi, t, b, S), Mt, AT(s->usage, t, b, N), Lt,
                               AT(s->prec, t, b, N), AT(s->ww, t, b, N), AT(s->wr, t, b, R * N), Mnext,
                               AT(s->ww, t + 1, b, N), AT(s->wr, t + 1, b, R * N), AT(s->sv, t, b, SV),
                               s->order + (t * B + b) * N, next.mem, next.usage, x->has_gL ? x->gL : 0, next.prec,

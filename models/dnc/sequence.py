@@ -166,7 +166,6 @@ class KernelSequence(torch.autograd.Function):
         ctx.lib, ctx.buf, ctx.seq = lib, buf, seq
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)
-        ctx.zero_state = link0 is None  # the initial state's values were not read: no gradient for them
         # the readout over every step, transposed: yᵀ = W_y [hs rs]ᵀ + b_y, two products (no concatenation);
         # with d_out rows instead of columns MKL took 50 µs instead of 90 (one-off timing at T = 22, B = 32)
         hs_flat, rs_flat = hs.view(T * B, H), reads[1:].view(T * B, RW)
@@ -210,10 +209,8 @@ class KernelSequence(torch.autograd.Function):
             g_mem = g_mem.transpose(1, 2).contiguous()  # slot-minor, as the kernel keeps it
         g_xis, g_gates = ctx.g_xis, ctx.g_gates  # dLoss/dxi_t and dgates_t into the arena: only read here
         g_h0, g_c0, g_r0 = new(B, H), new(B, H), new(B, R, W)
-        g_mem0 = g_use0 = g_prec0 = g_ww0 = g_wr0 = g_link0 = None
-        if not ctx.zero_state:  # else first stays NULL: the kernel leaves out step 0's link step
-            g_mem0, g_use0, g_prec0, g_ww0, g_wr0 = new(B, W, N), new(B, N), new(B, N), new(B, N), new(B, R, N)
-            g_link0 = new(B, N, N) if ctx.needs_input_grad[13] else None
+        g_mem0, g_use0, g_prec0, g_ww0, g_wr0 = new(B, W, N), new(B, N), new(B, N), new(B, N), new(B, R, N)
+        g_link0 = new(B, N, N) if ctx.needs_input_grad[13] else None
         grad, ptr = cpu_kernel.StateGrad, _ptr
         grads = cpu_kernel.SequenceGrad(
             hs=ptr(g_hs), rs=ptr(g_rs), h=ptr(g_h), c=ptr(g_c), r=ptr(g_r),
@@ -232,8 +229,6 @@ class KernelSequence(torch.autograd.Function):
         g_x = flat_gates.mm(w_x).view(T, B, -1).transpose(0, 1) if ctx.needs_input_grad[1] else None
         g_w_xi = flat_xis.t().mm(hs_flat)
         g_b_xi = flat_xis.sum(0)
-        if ctx.zero_state:
-            g_h0 = g_c0 = g_r0 = None
         return (
             None,
             g_x,
@@ -246,7 +241,7 @@ class KernelSequence(torch.autograd.Function):
             g_b_y,
             g_h0,
             g_c0,
-            None if g_mem0 is None else g_mem0.transpose(1, 2),
+            g_mem0.transpose(1, 2),
             g_use0,
             g_link0,
             g_prec0,

@@ -34,8 +34,11 @@ class Lease:
 class ArenaPool:
     """At most ``arenas`` flat float32 tensors of at most ``max_floats`` each, handed out as a
     :class:`Lease` of contiguous views. A request that fits no free arena gets a new one, which
-    joins the pool if there is room (or replaces the smallest free arena, too small for it); a
-    request larger than ``max_floats`` is served but not kept. Thread-safe."""
+    joins the pool if there is room, or else takes the place of the smallest free arena (too small
+    for it) or, when every arena is leased, of the smallest leased one (which its lease keeps alive
+    until it ends, then frees): a lease held for long, such as the graph of an output someone kept,
+    costs one new arena, not one every call. A request larger than ``max_floats`` is served but not
+    kept. Thread-safe."""
 
     def __init__(self, arenas: int = 2, max_floats: int = 32 << 20) -> None:
         self.arenas = arenas  # a training step's graph often lives on during the next forward, hence two
@@ -61,8 +64,8 @@ class ArenaPool:
                 if floats <= self.max_floats:
                     if len(self.entries) < self.arenas:
                         self.entries.append(entry)
-                    elif free:  # in place of the smallest free arena, too small for this call
-                        smallest = min(free, key=lambda e: e[0].numel())
+                    else:  # in place of the smallest free arena (too small for this call), else of the smallest
+                        smallest = min(free or self.entries, key=lambda e: e[0].numel())
                         self.entries[next(i for i, e in enumerate(self.entries) if e is smallest)] = entry
             entry[1] = weakref.ref(lease)
             flat, cache = entry[0], entry[2]

@@ -48,3 +48,21 @@ def test_arena_keeps_its_views_per_list_of_shapes():
     other = pool.lease([(3,), (4, 5)])  # the same arena, other shapes: their own views
     assert [v.shape for v in other.views] == [(3,), (4, 5)]
     assert other.views[0].data_ptr() == views[0].data_ptr()
+
+
+def test_a_lease_held_for_long_costs_one_new_arena_not_one_every_call():
+    """An output kept with its graph holds its lease (the CLI's probe step did, for the whole of `bench
+    models --models dnc`): the pool then puts the next arena it has to make in that lease's place, and
+    the steps after it alternate between two pooled arenas instead of making one every other step."""
+    pool = ArenaPool(arenas=2)
+    kept = pool.lease([(8,)])
+    previous = pool.lease([(1000,)])  # a training step's lease lives on while the next step leases
+    for step in range(6):
+        current = pool.lease([(1000,)])
+        storage = current.views[0].untyped_storage().data_ptr()
+        assert storage in [entry[0].untyped_storage().data_ptr() for entry in pool.entries], step
+        previous = current
+    assert len(pool.entries) == 2 and previous.views[0].shape == (1000,)
+    assert kept.views[0].shape == (8,) and kept.views[0].untyped_storage().data_ptr() not in [
+        entry[0].untyped_storage().data_ptr() for entry in pool.entries
+    ]  # its arena left the pool; its lease still holds it

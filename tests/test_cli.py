@@ -74,6 +74,17 @@ def test_bench_tasks_writes_json(tmp_path):
     assert all(r["sequences_per_s"] > 0 for r in data["rows"])
 
 
+def test_bench_models_probe_step_leaves_no_buffers_leased():
+    """`bench models --models ...` first runs one small training step of each named model; its output and
+    graph must be gone before the timing, or the DNC's kernel buffers stay leased and every timed step
+    makes a new arena (with the probe's graph kept, `--models lstm dnc` timed the dnc at 0.20x lstm)."""
+    from memtasks.cli.bench import _one_training_step
+    from memtasks.models.dnc.sequence import POOL
+
+    _one_training_step("dnc")
+    assert POOL.entries and all(entry[1]() is None for entry in POOL.entries)
+
+
 def test_bench_models_reports_ratio_to_lstm(tmp_path):
     out = cli("bench", "models", "--models", "gru", "--json", str(tmp_path / "m.json"))
     assert out.returncode == 0, out.stderr

@@ -88,16 +88,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             with plugin_code(TASKS.get(name), f"task {name!r}: sampling"):
                 bench.get_task(name).sample(1, torch.Generator().manual_seed(0))
     else:
-        from memtasks.models import build_model
-        from memtasks.tasks import get_task
-
-        copy = get_task("copy")
         for name in models or ():  # one small training step: a plugin model that breaks is named before timing
             with plugin_code(MODELS.get(name), f"model {name!r}: one training step"):
-                model = build_model(name, copy.d_in, copy.d_out)
-                batch = copy.sample(2, torch.Generator().manual_seed(0), length=2)
-                y, _ = model(batch.inputs)
-                copy.loss_fn(y, batch).backward()
+                _one_training_step(name)
     torch.set_num_threads(args.threads)
     info = bench.machine_info(args.threads)
     if args.what == "tasks":
@@ -169,3 +162,19 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         out.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
+
+
+def _one_training_step(name: str) -> None:
+    """One small training step of ``name`` on copy. In a function of its own, so that its output and
+    graph are gone when it returns: a kept graph keeps its model's buffers leased (models/arena.py),
+    and with the DNC's that made every timed step of `bench models --models dnc` allocate afresh."""
+    import torch
+
+    from memtasks.models import build_model
+    from memtasks.tasks import get_task
+
+    copy = get_task("copy")
+    model = build_model(name, copy.d_in, copy.d_out)
+    batch = copy.sample(2, torch.Generator().manual_seed(0), length=2)
+    y, _ = model(batch.inputs)
+    copy.loss_fn(y, batch).backward()

@@ -582,6 +582,29 @@ def test_sequence_kernel_allocation_failure_is_a_memory_error_naming_the_kernel(
         lib.dnc_sequence_backward(buf, seq, grads)
 
 
+@needs_kernel
+def test_kernel_forward_without_autograd_keeps_one_step(monkeypatch):
+    """Under torch.no_grad() the weights still require grad (inside the autograd function
+    ctx.needs_input_grad says so too), so the model says whether a backward can follow: without one
+    the kernels' per-step records hold one step, not T (an evaluation at 241 steps and batch 128 had
+    made ≈300 MB of records and 180k page faults per forward). With autograd recording, all T."""
+    from memtasks.models.dnc import sequence
+
+    model = models.build_model("dnc", 9, 8, hidden_size=16, memory_slots=16, memory_width=4)
+    shapes = []
+    lease = sequence.POOL.lease
+    monkeypatch.setattr(sequence.POOL, "lease", lambda s: shapes.append(s) or lease(s))
+    x = torch.randn(2, 7, 9, generator=gen(30))
+    with torch.no_grad():
+        y_eval, _ = model(x)
+    y, _ = model(x)
+    (_, z_eval, *_), (_, z_train, *_) = shapes  # z_t = [r_{t-1}; h_{t-1}; x_t] per kept step
+    assert z_eval[0] == 1 and z_train[0] == 7
+    assert torch.equal(y_eval, y)
+    y.sum().backward()  # the training forward's records serve a backward
+    assert all(p.grad is not None for p in model.parameters())
+
+
 @pytest.mark.parametrize("cpu", [True, False])
 def test_chunked_forward_equals_whole_and_module_is_unchanged(cpu):
     torch.manual_seed(2)

@@ -145,10 +145,13 @@ class DNC(MemoryModel):
             else:
                 state = self._check_state(state, B)
                 link0 = state.link
-            y, *final = KernelSequence.apply(
-                lib, x, self.input_proj.weight, self.input_proj.bias, self.recurrent_weight, self.interface.weight,
+            inputs = (
+                x, self.input_proj.weight, self.input_proj.bias, self.recurrent_weight, self.interface.weight,
                 self.interface.bias, self.readout.weight, self.readout.bias, *state[:4], link0, *state[5:],
-            )  # (B, T, d_out), final state
+            )  # fmt: skip
+            # a backward can follow only where autograd records: else the kernels keep one step, not every step
+            train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+            y, *final = KernelSequence.apply(lib, train, *inputs)  # (B, T, d_out), final state
             return y, DNCState(*final)
         state = self._check_state(self.initial_state(B, x.device) if state is None else state, B)
         if T == 0:

@@ -72,7 +72,11 @@ POOL = ArenaPool()
 
 
 class KernelSequence(torch.autograd.Function):
-    """(x, W_x, b, W_rh, W_ξ, b_ξ, W_y, b_y, initial state) -> (y_1..T, final state).
+    """(train, x, W_x, b, W_rh, W_ξ, b_ξ, W_y, b_y, initial state) -> (y_1..T, final state).
+
+    ``train``: whether a backward can follow (autograd records the call). The caller says so: inside
+    ``forward`` ``ctx.needs_input_grad`` is true for the weights under ``torch.no_grad()`` as well.
+    Without one, the per-step records hold one step, not all of them (and no checkpoints are kept).
 
     Inputs: ``x`` ``(B, T, d_in)``; ``w_x`` ``(4H, d_in)``; ``b_x`` ``(4H,)``; ``w_rh`` ``(4H, R·W + H)``;
     ``w_xi`` ``(S, H)``; ``b_xi`` ``(S,)``; the readout ``w_y`` ``(d_out, H + R·W)``, ``b_y`` ``(d_out,)``;
@@ -89,6 +93,7 @@ class KernelSequence(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         lib: ctypes.CDLL,
+        train: bool,
         x: torch.Tensor,
         w_x: torch.Tensor,
         b_x: torch.Tensor,
@@ -115,7 +120,6 @@ class KernelSequence(torch.autograd.Function):
         S = w_xi.shape[0]
         RW = R * W
         # without a backward to come (evaluation), per-step buffers hold one step and state buffers two
-        train = any(ctx.needs_input_grad)
         TS, TT = (T, T + 1) if train else (1, 2)
         # what only the kernels and this function's backward read: views of one pooled arena (POOL)
         n_ckpt = max((T - 1) // CHECKPOINT, 1) if train else 1
@@ -166,6 +170,7 @@ class KernelSequence(torch.autograd.Function):
         ctx.lib, ctx.buf, ctx.seq = lib, buf, seq
         ctx.set_materialize_grads(False)
         ctx.dims = (B, T, H, N, W, R, S)
+        ctx.train = train
         # the readout over every step, transposed: yᵀ = W_y [hs rs]ᵀ + b_y, two products (no concatenation);
         # with d_out rows instead of columns MKL took 50 µs instead of 90 (one-off timing at T = 22, B = 32)
         hs_flat, rs_flat = hs.view(T * B, H), reads[1:].view(T * B, RW)
@@ -191,6 +196,8 @@ class KernelSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_y: Any, *g_final: Any) -> Any:  # type: ignore[override]
+        if not ctx.train:
+            raise RuntimeError("dnc KernelSequence: called with train=False, it kept no records for a backward")
         B, T, H, N, W, R, S = ctx.dims
         z, hs, reads = ctx.buffers[0], ctx.buffers[-2], ctx.buffers[-1]
         w_x, _, _, w_y, _ = ctx.saved_tensors  # unpacked for autograd's version check
@@ -210,7 +217,7 @@ class KernelSequence(torch.autograd.Function):
         g_xis, g_gates = ctx.g_xis, ctx.g_gates  # dLoss/dxi_t and dgates_t into the arena: only read here
         g_h0, g_c0, g_r0 = new(B, H), new(B, H), new(B, R, W)
         g_mem0, g_use0, g_prec0, g_ww0, g_wr0 = new(B, W, N), new(B, N), new(B, N), new(B, N), new(B, R, N)
-        g_link0 = new(B, N, N) if ctx.needs_input_grad[13] else None
+        g_link0 = new(B, N, N) if ctx.needs_input_grad[14] else None
         grad, ptr = cpu_kernel.StateGrad, _ptr
         grads = cpu_kernel.SequenceGrad(
             hs=ptr(g_hs), rs=ptr(g_rs), h=ptr(g_h), c=ptr(g_c), r=ptr(g_r),
@@ -226,10 +233,11 @@ class KernelSequence(torch.autograd.Function):
         Z = R * W + H
         g_w_rh, g_w_x = g_w_rhx[:, :Z], g_w_rhx[:, Z:]
         g_b_x = flat_gates.sum(0)
-        g_x = flat_gates.mm(w_x).view(T, B, -1).transpose(0, 1) if ctx.needs_input_grad[1] else None
+        g_x = flat_gates.mm(w_x).view(T, B, -1).transpose(0, 1) if ctx.needs_input_grad[2] else None
         g_w_xi = flat_xis.t().mm(hs_flat)
         g_b_xi = flat_xis.sum(0)
         return (
+            None,
             None,
             g_x,
             g_w_x,

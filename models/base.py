@@ -152,6 +152,14 @@ def check_state_shapes(model: str, parts: Iterable[tuple[str, torch.Tensor, tupl
             raise ValueError(f"model {model!r}: state.{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
 
 
+def autograd_records(tensors: Iterable[torch.Tensor | None]) -> bool:
+    """Whether autograd records a call on ``tensors`` (None entries skipped), so that a backward can
+    follow. For a model's hand-written autograd function, which keeps records for its backward only
+    then: inside the function's ``forward``, ``ctx.needs_input_grad`` is true for the weights under
+    ``torch.no_grad()`` as well, so the model has to ask before the call (the NTM's and DNC's kernels)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def check_forget_bias(model: str, value: Any) -> None:
     """A controller's ``forget_bias``: a finite number, or ``"uniform"`` (the uniform initialisation
     of the other biases, PyTorch's default and what records from before the field used)."""

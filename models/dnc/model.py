@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from memtasks.core.config import check_int
-from memtasks.models.base import MemoryModel, check_forget_bias, check_state_shapes, register_model
+from memtasks.models.base import MemoryModel, autograd_records, check_forget_bias, check_state_shapes, register_model
 from memtasks.models.dnc.cpu_kernel import kernel_for
 from memtasks.models.dnc.interface import interface_size
 from memtasks.models.dnc.sequence import KernelSequence
@@ -150,8 +150,7 @@ class DNC(MemoryModel):
                 self.interface.bias, self.readout.weight, self.readout.bias, *state[:4], link0, *state[5:],
             )  # fmt: skip
             # a backward can follow only where autograd records: else the kernels keep one step, not every step
-            train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-            y, *final = KernelSequence.apply(lib, train, *inputs)  # (B, T, d_out), final state
+            y, *final = KernelSequence.apply(lib, autograd_records(inputs), *inputs)  # (B, T, d_out), final state
             return y, DNCState(*final)
         state = self._check_state(self.initial_state(B, x.device) if state is None else state, B)
         if T == 0:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memtasks.core.config import check_choice, check_float, check_int
-from memtasks.models.base import MemoryModel, check_forget_bias, check_state_shapes, register_model
+from memtasks.models.base import MemoryModel, autograd_records, check_forget_bias, check_state_shapes, register_model
 from memtasks.models.ntm import cpu_kernel
 from memtasks.models.ntm.bptt import NTMLoop
 from memtasks.models.ntm.kernel_sequence import kernel_forward
@@ -208,7 +208,7 @@ class NTM(MemoryModel):
         args = (z0, state.controller.c, mem0, w0, w_z, self.w_p, self.b_p)
         inputs = (x, self.w_x, self.bias)
         lib = cpu_kernel.kernel_for(x, self.config.write_heads) if self.config.cpu_kernel else None
-        if torch.is_grad_enabled() and any(a.requires_grad for a in inputs + args):
+        if autograd_records(inputs + args):
             zs, h, c, r, memory, w = NTMLoop.apply(lib, self.dims, *inputs, *args)
         else:
             xp = input_projection(*inputs)[0]  # (T, B, G): W_x x_t + b, all steps

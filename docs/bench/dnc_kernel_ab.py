@@ -13,6 +13,13 @@ the C forward's and backward's share, and B's paired ratio to A::
 ``--checkpoint-a K`` / ``--checkpoint-b K`` run a build with another checkpoint interval of the link
 matrices and memories than ``sequence.CHECKPOINT`` (a kernel.c of another commit may have been tuned
 for another one; the same file twice with two intervals compares the intervals).
+
+``--check`` first compares the two builds' numbers: the outputs, the final state and every gradient
+(parameters and initial state) of one forward and backward, bit for bit, at several sizes (N a
+multiple of 16 and not, one and two read heads, odd batches, T = 1), from the zero state and from a
+given one, at checkpoint intervals 1, 3, 8 and the default; it prints each case that differs with its
+largest difference, then how many are the same. ``--check --rounds 0`` compares and times nothing.
+What "the same numbers bit for bit" claims for a change of ``kernel.c`` is this check.
 """
 from __future__ import annotations
 
@@ -69,6 +76,49 @@ class _Timed:
         return timed
 
 
+CHECK_CONFIGS = (
+    {},
+    {"memory_slots": 16},
+    {"memory_slots": 24, "hidden_size": 20},
+    {"memory_slots": 32, "read_heads": 2, "memory_width": 8},
+)
+# (batch, T, an initial state given with gradients wanted, else the zero state the kernels start from)
+CHECK_SHAPES = ((32, 41, False), (5, 13, True), (3, 1, False), (2, 7, True))
+
+
+def check(libs: list[Any], timed: _Timed) -> int:
+    """Cases where the builds' outputs, final state or gradients differ in any bit (printed)."""
+    differ = 0
+    default_k = dnc_sequence.CHECKPOINT
+    for cfg in CHECK_CONFIGS:
+        for k in sorted({1, 3, default_k, 8}):
+            dnc_sequence.CHECKPOINT = k
+            for batch, steps, given in CHECK_SHAPES:
+                results = []
+                for lib in libs:
+                    timed.lib = lib
+                    torch.manual_seed(0)
+                    model = build_model("dnc", 9, 8, **cfg)
+                    g = torch.Generator().manual_seed(1)
+                    state = [s.requires_grad_() for s in model.initial_state(batch)] if given else []
+                    y, final = model(torch.rand(batch, steps, 9, generator=g), state or None)
+                    loss = (y * torch.rand(y.shape, generator=g)).sum()
+                    loss = loss + sum((s * torch.rand(s.shape, generator=g)).sum() for s in final)
+                    loss.backward()
+                    results.append([y, *final, *(p.grad for p in model.parameters()), *(s.grad for s in state)])
+                same = all(torch.equal(a, b) for a, b in zip(*results))
+                if not same:
+                    differ += 1
+                    gap = max((a - b).abs().max().item() for a, b in zip(*results))
+                    start = "a given" if given else "the zero"
+                    case = f"{cfg or 'defaults'} K={k} batch {batch} T={steps} from {start} state"
+                    print(f"differ: {case}: largest difference {gap:.3g}")
+    dnc_sequence.CHECKPOINT = default_k
+    cases = len(CHECK_CONFIGS) * len({1, 3, default_k, 8}) * len(CHECK_SHAPES)
+    print(f"check: {cases - differ} of {cases} cases the same bit for bit")
+    return differ
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", type=Path)
@@ -76,6 +126,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--checkpoint-a", type=int, default=dnc_sequence.CHECKPOINT)
     ap.add_argument("--checkpoint-b", type=int, default=dnc_sequence.CHECKPOINT)
+    ap.add_argument("--check", action="store_true", help="first compare the builds' numbers bit for bit")
     args = ap.parse_args()
     checkpoints = (args.checkpoint_a, args.checkpoint_b)
     torch.set_num_threads(1)
@@ -84,6 +135,10 @@ def main() -> None:
         raise SystemExit("a kernel did not build (see the warning above)")
     timed = _Timed()
     dnc_model.kernel_for = lambda x, use: timed  # every DNC forward of this process uses the library in turn
+    if args.check:
+        check(libs, timed)
+    if args.rounds < 1:  # --check --rounds 0: the comparison alone
+        return
 
     task = get_task("copy")
     torch.manual_seed(0)

@@ -18,7 +18,8 @@ for another one; the same file twice with two intervals compares the intervals).
 (parameters and initial state) of one forward and backward, bit for bit, at several sizes (N a
 multiple of 16 and not, one and two read heads, odd batches, T = 1), from the zero state and from a
 given one, at checkpoint intervals 1, 3, 8 and the default; it prints each case that differs with its
-largest difference, then how many are the same. ``--check --rounds 0`` compares and times nothing.
+largest difference, then how many are the same. ``--check --rounds 0`` compares and times nothing
+(exit status 1 when a case differs).
 What "the same numbers bit for bit" claims for a change of ``kernel.c`` is this check.
 """
 from __future__ import annotations
@@ -135,10 +136,9 @@ def main() -> None:
         raise SystemExit("a kernel did not build (see the warning above)")
     timed = _Timed()
     dnc_model.kernel_for = lambda x, use: timed  # every DNC forward of this process uses the library in turn
-    if args.check:
-        check(libs, timed)
-    if args.rounds < 1:  # --check --rounds 0: the comparison alone
-        return
+    differ = check(libs, timed) if args.check else 0
+    if args.rounds < 1:  # --check --rounds 0: the comparison alone, exit status 1 when any case differs
+        raise SystemExit(1 if differ else 0)
 
     task = get_task("copy")
     torch.manual_seed(0)

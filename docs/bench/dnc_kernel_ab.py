@@ -91,8 +91,9 @@ def check(libs: list[Any], timed: _Timed) -> int:
     """Cases where the builds' outputs, final state or gradients differ in any bit (printed)."""
     differ = 0
     default_k = dnc_sequence.CHECKPOINT
+    intervals = sorted({1, 3, default_k, 8})
     for cfg in CHECK_CONFIGS:
-        for k in sorted({1, 3, default_k, 8}):
+        for k in intervals:
             dnc_sequence.CHECKPOINT = k
             for batch, steps, given in CHECK_SHAPES:
                 results = []
@@ -115,7 +116,7 @@ def check(libs: list[Any], timed: _Timed) -> int:
                     case = f"{cfg or 'defaults'} K={k} batch {batch} T={steps} from {start} state"
                     print(f"differ: {case}: largest difference {gap:.3g}")
     dnc_sequence.CHECKPOINT = default_k
-    cases = len(CHECK_CONFIGS) * len({1, 3, default_k, 8}) * len(CHECK_SHAPES)
+    cases = len(CHECK_CONFIGS) * len(intervals) * len(CHECK_SHAPES)
     print(f"check: {cases - differ} of {cases} cases the same bit for bit")
     return differ
 

@@ -592,7 +592,9 @@ __attribute__((noinline)) static void memory_write(const float *M, const float *
 static long forward_scratch(long N, long W) { return 6 * N + W; }
 
 /* hint: the allocation orders of the previous step (B x N), a guess for this step's, or NULL.
- * ws: forward_scratch(N, W) floats of scratch. */
+ * L NULL: L_{t-1} = 0 and p_{t-1} = 0 (the zero initial state, B = 1), so L_t = 0 and the directional
+ * weightings f_t = b_t = 0 exactly: written as zeros, not computed (the link step's arithmetic on zeros
+ * gives +0.0 in every entry, the same bits). ws: forward_scratch(N, W) floats of scratch. */
 static void step_forward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
                          const float *L, const float *p, const float *wwp, const float *wrp, float *Mn, float *un,
                          float *Ln, float *pn, float *ww, float *wr, float *rv, float *sv, int *phi,
@@ -603,7 +605,7 @@ static void step_forward(long B, long N, long W, long R, const float *xi, const 
     unsigned *key = (unsigned *)(ws + 3 * N), *ktmp = (unsigned *)(ws + 4 * N);
     float *psi = ws + 5 * N, *e = ws + 6 * N;
     for (long b = 0; b < B; ++b) {
-        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
+        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L ? L + b * N * N : 0;
         const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
         float *Mnb = Mn + b * N * W, *unb = un + b * N, *Lnb = Ln + b * N * N, *pnb = pn + b * N;
         float *wwb = ww + b * N, *wrb = wr + b * R * N, *rvb = rv + b * R * W;
@@ -645,7 +647,11 @@ static void step_forward(long B, long N, long W, long R, const float *xi, const 
         slot_norms(Mnb, N, W, s.nMn);
 
         /* links, precedence, directional weightings */
-        if (R == 1) link_forward_1(Lb, wwb, pb, wrpb, N, Lnb, s.fw, s.bk);
+        if (!Lb) {
+            memset(Lnb, 0, sizeof(float) * N * N);
+            memset(s.fw, 0, sizeof(float) * R * N);
+            memset(s.bk, 0, sizeof(float) * R * N);
+        } else if (R == 1) link_forward_1(Lb, wwb, pb, wrpb, N, Lnb, s.fw, s.bk);
         else link_forward(Lb, wwb, pb, wrpb, N, R, Lnb, s.fw, s.bk);
         #pragma omp simd
         for (long n = 0; n < N; ++n) pnb[n] = (1.0f - wsum) * pb[n] + wwb[n];
@@ -694,7 +700,9 @@ static void copy_or_zero(float *dst, const float *src, long n) {
 /* floats of scratch step_backward needs */
 static long backward_scratch(long N, long W, long R) { return N * W + 7 * N + 5 * R * N + W; }
 
-/* ws: backward_scratch(N, W, R) floats of scratch */
+/* ws: backward_scratch(N, W, R) floats of scratch. L NULL: L_t = 0 and p_t = 0 (the zero initial state, B = 1,
+ * gL NULL): the link step's gradient is then zero in every input but p_t (dLoss/dp_t = sum_i w_i dLoss/dL[i, .],
+ * of the constant zero state: not wanted), and it is skipped; gp gets only the precedence step's part. */
 static void step_backward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
                          const float *L, const float *p, const float *wwp, const float *wrp, const float *Mn,
                          const float *ww, const float *wr, const float *sv, const int *phi, const float *gMn,
@@ -710,7 +718,7 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
     float *row = gcr + R * N, *nrow = row + N, *tmp = nrow + N, *tmp2 = tmp + N, *q = tmp2 + N;
     float *e = q + R * N;
     for (long b = 0; b < B; ++b) {
-        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L + b * N * N;
+        const float *x = xi + b * l.S, *Mb = M + b * N * W, *ub = u + b * N, *Lb = L ? L + b * N * N : 0;
         const float *pb = p + b * N, *wwpb = wwp + b * N, *wrpb = wrp + b * R * N;
         const float *Mnb = Mn + b * N * W, *wwb = ww + b * N, *wrb = wr + b * R * N;
         const int *phib = phi + b * N;
@@ -795,7 +803,8 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
         }
 
         /* links */
-        if (R == 1) link_backward_1(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, gLb, gwwa, gpb, gwrpb);
+        if (!Lb) {} /* L_t = 0, p_t = 0 */
+        else if (R == 1) link_backward_1(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, gLb, gwwa, gpb, gwrpb);
         else link_backward(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, R, gLb, gwwa, gpb, gwrpb, row, nrow);
         /* precedence */
         if (gpn) {
@@ -1084,13 +1093,15 @@ typedef struct {
     const float *b_xi;    /* (S)            b_xi */
     const float *h0;      /* (B, H)         h_0 */
     float *z;             /* (TS, B, RW + H + D) controller inputs [r_{t-1}; h_{t-1}; x_t] */
-    const float *link0;   /* (B, N, N)      L_0; NULL: all zeros */
+    const float *link0;   /* (B, N, N)      L_0; NULL: the whole initial state is zero, a constant (the
+                           * buffers' slot 0 zeroed, h0 zeros): step 1's link step is then not computed */
     float *ckpt;          /* ((T - 1) / K, B, N, N) L_{cK}, c = 1 .. (T - 1) / K (training only) */
     float *link_last;     /* (B, N, N)      L_T */
 } dnc_sequence;
 
 /* dLoss/d of the sequence's outputs and final state (in), of its initial state and of the per-step
- * gates and interface vectors (out). NULL inputs are zero; first.link may be NULL (not wanted). */
+ * gates and interface vectors (out). NULL inputs are zero; first.link may be NULL (not wanted), and
+ * must be when link0 is: from the zero state first.prec lacks the link step's part (not computed). */
 typedef struct {
     const float *hs, *rs;      /* (T, B, H), (T, B, R, W): dLoss/dh_t, dLoss/dr_t from the outputs */
     const float *h, *c, *r;    /* (B, H), (B, H), (B, R, W): dLoss/d h_T, c_T, r_T */
@@ -1278,9 +1289,8 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
     const long WN = W * N, MB = q->train ? 4 * WN : 0, SVA = (SV + 15) / 16 * 16;
     float *curbuf = malloc(sizeof(float) * (2 * NN + MB + 2 * SVA + 16)), *gates = malloc(sizeof(float) * 2 * G);
     float *ws = malloc(sizeof(float) * forward_scratch(N, W));
-    float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
-    if (!curbuf || !gates || !ws || (!q->link0 && !zero)) {
-        free(curbuf); free(gates); free(ws); free(zero);
+    if (!curbuf || !gates || !ws) {
+        free(curbuf); free(gates); free(ws);
         return KERNEL_NO_MEMORY;
     }
     float *cur = (float *)(((unsigned long)curbuf + 63) & ~63ul); /* 64-byte aligned, for stream_copy */
@@ -1292,7 +1302,7 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
         const long P = b0 + 1 < B ? 2 : 1;
         const float *Lprev[2], *Mprev[2];
         for (long e = 0; e < P; ++e) {
-            Lprev[e] = q->link0 ? q->link0 + (b0 + e) * NN : zero;
+            Lprev[e] = q->link0 ? q->link0 + (b0 + e) * NN : 0; /* NULL: the zero state (step_forward) */
             Mprev[e] = AT(s->mem, 0, b0 + e, WN);
         }
         for (long t = 0; t < T; ++t) {
@@ -1347,7 +1357,7 @@ int dnc_sequence_forward(const dnc_buffers *s, const dnc_sequence *q) {
 #ifdef __AVX512F__
     _mm_sfence(); /* the streaming stores of stream_copy, visible to every thread from here (one fence, not one a copy) */
 #endif
-    free(curbuf); free(gates); free(ws); free(zero);
+    free(curbuf); free(gates); free(ws);
     return KERNEL_OK;
 }
 
@@ -1382,9 +1392,8 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
     const long PER = KS * NN + KS * WN + W + NN + 2 * MS + 4 * H + RW + Z;
     float *block = malloc(sizeof(float) * 2 * PER);
     float *ws = malloc(sizeof(float) * backward_scratch(N, W, R));
-    float *zero = q->link0 ? 0 : calloc(NN, sizeof(float)); /* L_0 of every element when link0 is NULL */
-    if (!block || !ws || (!q->link0 && !zero)) {
-        free(block); free(ws); free(zero);
+    if (!block || !ws) {
+        free(block); free(ws);
         return KERNEL_NO_MEMORY;
     }
     const layout lay = make_layout(N, W, R);
@@ -1428,12 +1437,14 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
             for (long e = 0; e < P; ++e) { /* the memory steps, one element after the other */
                 element_backward *x = E + e;
                 const long b = b0 + e;
-                const float *base = c0 > 0 ? q->ckpt + ((c0 / K - 1) * B + b) * NN : q->link0 ? q->link0 + b * NN : zero;
+                /* L_{c0}; NULL: L_0 of the zero state (step_backward), and then L_1 = 0 */
+                const float *base = c0 > 0 ? q->ckpt + ((c0 / K - 1) * B + b) * NN : q->link0 ? q->link0 + b * NN : 0;
                 const float *mbase = AT(s->mem, c0, b, WN); /* M_t: a record at the checkpoints and at T */
                 if (t == top)
                     for (long j = c0 + 1; j <= top; ++j) {
-                        link_update(1, N, j == c0 + 1 ? base : x->seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
-                                    AT(s->prec, j - 1, b, N), x->seg + (j - c0 - 1) * NN);
+                        if (j == c0 + 1 && !base) memset(x->seg, 0, sizeof(float) * NN);
+                        else link_update(1, N, j == c0 + 1 ? base : x->seg + (j - c0 - 2) * NN, AT(s->ww, j, b, N),
+                                         AT(s->prec, j - 1, b, N), x->seg + (j - c0 - 1) * NN);
                         const float *xj = AT(s->xi, j - 1, b, S);
                         erase_vector(xj + lay.er, W, x->erase);
                         memory_write(j == c0 + 1 ? mbase : x->mseg + (j - c0 - 2) * WN, AT(s->ww, j, b, N), x->erase,
@@ -1497,7 +1508,7 @@ int dnc_sequence_backward(const dnc_buffers *s, const dnc_sequence *q, const dnc
             memcpy(g->r0 + (b0 + e) * RW, E[e].gz, sizeof(float) * RW);
         }
     }
-    free(block); free(ws); free(zero);
+    free(block); free(ws);
     return KERNEL_OK;
 }
 

@@ -81,9 +81,11 @@ class KernelSequence(torch.autograd.Function):
     Inputs: ``x`` ``(B, T, d_in)``; ``w_x`` ``(4H, d_in)``; ``b_x`` ``(4H,)``; ``w_rh`` ``(4H, R·W + H)``;
     ``w_xi`` ``(S, H)``; ``b_xi`` ``(S,)``; the readout ``w_y`` ``(d_out, H + R·W)``, ``b_y`` ``(d_out,)``;
     the state as in :class:`models.dnc.model.DNCState` (memory ``(B, N, W)``), except that ``link0``
-    may be None: then the whole initial state is zero, and the other state tensors only give its shapes
-    (their buffers' first slots are zeroed, not copied; the kernels start each element's link matrix
-    from zeros instead of reading a 2 MB zero tensor).
+    may be None: then the whole initial state is zero, a constant, and the other state tensors only give
+    its shapes (their buffers' first slots are zeroed, not copied; the kernels start each element's link
+    matrix from zeros instead of reading a 2 MB zero tensor, and skip step 1's link step, whose L_1 and
+    directional weightings are exact zeros). No gradient flows to those tensors then: the backward
+    returns None for them.
     Outputs: ``y`` ``(B, T, d_out)``, y_t = W_y [h_t; r_t] + b_y, and the nine final state tensors.
     (The readout is here, not a ``Linear`` after the function, so that h_t and r_t stay in the arena:
     no concatenation forward, no copies of their gradients backward.)
@@ -199,7 +201,7 @@ class KernelSequence(torch.autograd.Function):
             raise RuntimeError("dnc KernelSequence: called with train=False, it kept no records for a backward")
         B, T, H, N, W, R, S = ctx.dims
         z, hs, reads = ctx.buffers[0], ctx.buffers[-2], ctx.buffers[-1]
-        w_x, _, _, w_y, _ = ctx.saved_tensors  # unpacked for autograd's version check
+        w_x, _, _, w_y, link0 = ctx.saved_tensors  # unpacked for autograd's version check
         new = hs.new_empty
         hs_flat, rs_flat = hs.view(T * B, H), reads[1:].reshape(T * B, R * W)
         g_hs = g_rs = g_w_y = g_b_y = None
@@ -235,6 +237,9 @@ class KernelSequence(torch.autograd.Function):
         g_x = flat_gates.mm(w_x).view(T, B, -1).transpose(0, 1) if ctx.needs_input_grad[2] else None
         g_w_xi = flat_xis.t().mm(hs_flat)
         g_b_xi = flat_xis.sum(0)
+        # from the zero state (link0 None) the state tensors only gave shapes: no gradient for them (the
+        # kernel leaves the link step's part out of dLoss/dp_0 there)
+        g_state = (g_h0, g_c0, g_mem0.transpose(1, 2), g_use0, g_link0, g_prec0, g_ww0, g_wr0, g_r0)
         return (
             None,
             None,
@@ -246,15 +251,7 @@ class KernelSequence(torch.autograd.Function):
             g_b_xi,
             g_w_y,
             g_b_y,
-            g_h0,
-            g_c0,
-            g_mem0.transpose(1, 2),
-            g_use0,
-            g_link0,
-            g_prec0,
-            g_ww0,
-            g_wr0,
-            g_r0,
+            *(g_state if link0 is not None else (None,) * len(g_state)),
         )
 
 

@@ -514,6 +514,29 @@ def test_kernel_zero_state_without_a_link_tensor(slots, heads):
 
 
 @needs_kernel
+def test_kernel_zero_state_is_a_constant():
+    """With ``link0`` None the other state tensors only give the zero state's shapes, and the kernels
+    skip step 1's link step (its only nonzero gradient would go to p_0): the function returns no
+    gradient for those tensors even where they ask for one, and the weights' gradients are those of
+    the model's own zero-state call."""
+    from memtasks.models.dnc.sequence import KernelSequence
+
+    model = models.build_model("dnc", 9, 8, hidden_size=16, memory_slots=16, memory_width=4)
+    x = torch.randn(2, 5, 9, generator=gen(3))
+    state = [None if t is None else t.requires_grad_() for t in model._zero_state(2, None, link=False)]
+    weights = (model.input_proj.weight, model.input_proj.bias, model.recurrent_weight, model.interface.weight,
+               model.interface.bias, model.readout.weight, model.readout.bias)  # fmt: skip
+    y, *_ = KernelSequence.apply(cpu_kernel.load(), True, x, *weights, *state)
+    y.pow(2).sum().backward()
+    assert all(t.grad is None for t in state if t is not None)
+    grads = [w.grad.clone() for w in weights]
+    model.zero_grad()
+    model(x)[0].pow(2).sum().backward()
+    for got, want in zip(grads, (w.grad for w in weights)):
+        assert torch.equal(got, want)
+
+
+@needs_kernel
 @pytest.mark.parametrize("hidden", [17, 16])
 def test_kernel_batch_elements_are_independent(hidden):
     """Forward and backward run the batch two elements in lockstep (the last alone when the batch is odd):

@@ -592,7 +592,7 @@ __attribute__((noinline)) static void memory_write(const float *M, const float *
 static long forward_scratch(long N, long W) { return 6 * N + W; }
 
 /* hint: the allocation orders of the previous step (B x N), a guess for this step's, or NULL.
- * L NULL: L_{t-1} = 0 and p_{t-1} = 0 (the zero initial state, B = 1), so L_t = 0 and the directional
+ * L NULL: L_{t-1} = 0 and p_{t-1} = 0 (the zero initial state), so L_t = 0 and the directional
  * weightings f_t = b_t = 0 exactly: written as zeros, not computed (the link step's arithmetic on zeros
  * gives +0.0 in every entry, the same bits). ws: forward_scratch(N, W) floats of scratch. */
 static void step_forward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,
@@ -700,7 +700,7 @@ static void copy_or_zero(float *dst, const float *src, long n) {
 /* floats of scratch step_backward needs */
 static long backward_scratch(long N, long W, long R) { return N * W + 7 * N + 5 * R * N + W; }
 
-/* ws: backward_scratch(N, W, R) floats of scratch. L NULL: L_t = 0 and p_t = 0 (the zero initial state, B = 1,
+/* ws: backward_scratch(N, W, R) floats of scratch. L NULL: L_t = 0 and p_t = 0 (the zero initial state,
  * gL NULL): the link step's gradient is then zero in every input but p_t (dLoss/dp_t = sum_i w_i dLoss/dL[i, .],
  * of the constant zero state: not wanted), and it is skipped; gp gets only the precedence step's part. */
 static void step_backward(long B, long N, long W, long R, const float *xi, const float *M, const float *u,

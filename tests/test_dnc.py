@@ -495,9 +495,10 @@ def test_kernel_matches_torch_path_at_every_checkpoint_phase(steps):
 @pytest.mark.parametrize("slots, heads", [(10, 2), (16, 1)])
 def test_kernel_zero_state_without_a_link_tensor(slots, heads):
     """With no state given, the kernels start L_0 from zeros of their own (no (B, N, N) tensor is made or
-    read) and skip step 1's link step, forward and backward (L_1 = 0 written, not computed): outputs, final state and every gradient, input's included, equal those from an explicit
-    zero state bit for bit, over several checkpoint segments, and the input's gradient equals the
-    PyTorch path's. Two read heads and N = 10 take the plain loops; one head and N = 16 the vector ones."""
+    read) and skip step 1's link step, forward and backward (L_1 = 0 written, not computed): outputs,
+    final state and every gradient, input's included, equal those from an explicit zero state bit for
+    bit, over several checkpoint segments, and the input's gradient equals the PyTorch path's. Two read
+    heads and N = 10 take the plain loops; one head and N = 16 the vector ones."""
     fast, slow = kernel_and_torch(21, hidden_size=16, memory_slots=slots, memory_width=4, read_heads=heads)
     x = torch.randn(3, 9, 9, generator=gen(22))
     runs = []

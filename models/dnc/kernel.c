@@ -803,9 +803,9 @@ static void step_backward(long B, long N, long W, long R, const float *xi, const
         }
 
         /* links */
-        if (!Lb) {} /* L_t = 0, p_t = 0 */
-        else if (R == 1) link_backward_1(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, gLb, gwwa, gpb, gwrpb);
-        else link_backward(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, R, gLb, gwwa, gpb, gwrpb, row, nrow);
+        if (Lb && R == 1) link_backward_1(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, gLb, gwwa, gpb, gwrpb);
+        else if (Lb) link_backward(gLnb, gf, gb, Lb, wwb, pb, wrpb, N, R, gLb, gwwa, gpb, gwrpb, row, nrow);
+        /* else L_t = 0 and p_t = 0: nothing to add */
         /* precedence */
         if (gpn) {
             const float *g = gpn + b * N;
